@@ -1,0 +1,83 @@
+"""The common contract of slim SR models: input checks, ``forward(x, width)`` and ``export``."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .slim import SlimConv2d, check_width
+
+
+def check_lr_input(x: Tensor, name: str = "lr") -> None:
+    """An LR batch must be a floating [B, 3, H, W] tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D [B, 3, H, W] tensor, got shape {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        raise ValueError(f"{name}: expected 3 (RGB) channels in dim 1, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
+
+
+class SlimSRModel(nn.Module):
+    """Base of SlimEDSR / SlimRCAN / SlimCARN.
+
+    Subclasses store their constructor arguments in ``self.config``, implement ``_forward(x, width)``
+    on mean-shifted input, and ``compact_config(width)``: the arguments of the same architecture
+    at the sub-network's channel counts.
+    """
+
+    arch: str = ""
+
+    def forward(self, x: Tensor, width: float = 1.0) -> Tensor:
+        """[B,3,H,W] in [0,1] -> [B,3,sH,sW]; ``width`` selects the channel-split sub-network."""
+        check_lr_input(x)
+        return self._forward(x, check_width(width))
+
+    @property
+    def scale(self) -> int:
+        return self.config["scale"]
+
+    def compact_config(self, width: float) -> dict:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def export(self, width: float) -> "SlimSRModel":
+        """A standalone compact model with its own contiguous weights equal to the sub-network at ``width``.
+
+        Its output equals ``self(x, width)``; at its own width 1.0 it runs no slicing.
+        """
+        width = check_width(width)
+        compact = type(self)(**self.compact_config(width)).to(
+            device=self._param_device(), dtype=self._param_dtype()
+        )
+        mine = [m for m in self.modules() if isinstance(m, SlimConv2d)]
+        theirs = [m for m in compact.modules() if isinstance(m, SlimConv2d)]
+        assert len(mine) == len(theirs), "compact_config must keep the layer structure"
+        for src, dst in zip(mine, theirs):
+            w, b = src.sliced(dst.in_channels, width)
+            if w.shape != dst.weight.shape:
+                raise RuntimeError(f"export: sliced weight {tuple(w.shape)} does not fit {tuple(dst.weight.shape)}")
+            dst.weight.copy_(w)
+            if b is not None:
+                dst.bias.copy_(b)
+        for name, buf in self.named_buffers():
+            compact.get_buffer(name).copy_(buf)
+        return compact.train(self.training)
+
+    def num_params(self, width: float = 1.0) -> int:
+        """Parameters of the sub-network at ``width`` (of the exported student)."""
+        if width == 1.0:
+            return sum(p.numel() for p in self.parameters())
+        with torch.device("meta"):
+            compact = type(self)(**self.compact_config(check_width(width)))
+        return sum(p.numel() for p in compact.parameters())
+
+    def _param_device(self):
+        return next(self.parameters()).device
+
+    def _param_dtype(self):
+        return next(self.parameters()).dtype
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
