@@ -1,0 +1,130 @@
+"""Contrastive L1-ratio loss, one VGG tap or all five, on the native op when it is built.
+
+For one tap with anchor ``a`` (student), positive ``p`` (teacher) and K negatives ``n_k``::
+
+    CL = d(a, p) / (sum_k d(a, n_k) + eps),    d = mean |.|
+
+``reduction="batch"`` (official CSD) takes each ``d`` over the whole batch; ``"sample"``
+(paper Eq. 2) takes one ratio per sample and averages the B ratios. Negatives are
+``[K, B, ...]`` (one per anchor) or ``[K, ...]`` (shared by the batch, broadcast).
+Negatives are constants: they never receive a gradient (the official code detaches them).
+
+The native backend is ``csd_fast._C``; without it every call runs the eager reference
+(``csd_fast.losses.reference``) and a warning at import says so.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .losses.reference import (
+    REDUCTIONS,
+    contrastive_ratio_reference,
+    multi_tap_contrastive_reference,
+    negatives_are_shared,
+)
+
+_BUILD_HINT = "build it with `pip install --no-build-isolation -e .` from the repository root"
+
+try:
+    from . import _C  # noqa: F401  (registers torch.ops.csd_fast.*)
+except ImportError as err:  # fall back loudly, never silently
+    _C = None
+    warnings.warn(
+        f"csd_fast._C could not be imported ({err}); csd_fast.ops falls back to the 'eager' "
+        f"backend (slower, more memory); {_BUILD_HINT}.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def backend() -> str:
+    """``"native"`` when ``csd_fast._C`` is loaded, else ``"eager"``."""
+    return "native" if _C is not None else "eager"
+
+
+def check_inputs(anchor: Tensor, positive: Tensor, negatives: Tensor, reduction: str, eps: float) -> None:
+    """Raise ValueError/TypeError naming the argument, what it got and what was expected."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps: expected a float > 0, got {eps!r}")
+    for name, t in (("anchor", anchor), ("positive", positive), ("negatives", negatives)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name}: expected a floating dtype {FLOAT_DTYPES}, got {t.dtype}")
+    if anchor.dim() == 0 or anchor.numel() == 0:
+        raise ValueError(f"anchor: expected a non-empty [B, ...] tensor, got shape {tuple(anchor.shape)}")
+    if positive.shape != anchor.shape:
+        raise ValueError(
+            f"positive: expected anchor's shape {tuple(anchor.shape)}, got {tuple(positive.shape)}"
+        )
+    shared = negatives_are_shared(anchor, negatives)
+    per_negative = anchor.shape[1:] if shared else anchor.shape
+    if negatives.shape[1:] != per_negative:
+        raise ValueError(
+            f"negatives: expected [K, {', '.join(map(str, per_negative))}] "
+            f"({'shared' if shared else 'per-sample'}), got {tuple(negatives.shape)}"
+        )
+    if negatives.shape[0] == 0:
+        raise ValueError(f"negatives: expected K >= 1 negatives, got K = 0 (shape {tuple(negatives.shape)})")
+    for name, t in (("positive", positive), ("negatives", negatives)):
+        if t.device != anchor.device:
+            raise ValueError(f"{name}: expected anchor's device {anchor.device}, got {t.device}")
+        if t.dtype != anchor.dtype:
+            raise TypeError(f"{name}: expected anchor's dtype {anchor.dtype}, got {t.dtype}")
+
+
+def _eager_terms(anchor: Tensor, positive: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample d(a, p) ``[B]`` and d(a, n_k) ``[K, B]`` in fp32, without gradient."""
+    with torch.no_grad():
+        shared = negatives_are_shared(anchor, negatives)
+        a = anchor.float().flatten(1)
+        n = negatives.float().flatten(1 if shared else 2)
+        n = n.unsqueeze(1) if shared else n  # [K, B or 1, m], broadcast per k below
+        num = (a - positive.float().flatten(1)).abs().mean(1)
+        den = torch.stack([(a - n_k).abs().mean(1) for n_k in n])
+    return num, den
+
+
+def contrastive_ratio(
+    anchor: Tensor,
+    positive: Tensor,
+    negatives: Tensor,
+    reduction: str = "batch",
+    eps: float = 1e-7,
+    return_terms: bool = False,
+):
+    """One tap's CL as an fp32 scalar; with ``return_terms`` also ``(num, dens)`` for logging.
+
+    ``num`` is d(a, p) and ``dens[k]`` is d(a, n_k): a scalar and ``[K]`` for ``"batch"``,
+    ``[B]`` and ``[K, B]`` for ``"sample"``. The terms are detached (no gradient).
+    """
+    check_inputs(anchor, positive, negatives, reduction, eps)
+    loss = contrastive_ratio_reference(anchor, positive, negatives, reduction, eps)
+    if not return_terms:
+        return loss
+    num, den = _eager_terms(anchor, positive, negatives)
+    if reduction == "batch":
+        num, den = num.mean(), den.mean(1)
+    return loss, num, den
+
+
+def multi_tap_contrastive(
+    anchors: Sequence[Tensor],
+    positives: Sequence[Tensor],
+    negatives: Sequence[Tensor],
+    weights: Sequence[float],
+    reduction: str = "batch",
+    eps: float = 1e-7,
+) -> Tensor:
+    """``sum_j weights[j] * CL_j`` over the VGG taps j (fp32 scalar)."""
+    for a, p, n in zip(anchors, positives, negatives):
+        check_inputs(a, p, n, reduction, eps)
+    return multi_tap_contrastive_reference(anchors, positives, negatives, weights, reduction, eps)
