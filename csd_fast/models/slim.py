@@ -109,7 +109,7 @@ class SlimUpsampler(nn.Module):
 def upsample_factors(scale: int) -> tuple[int, ...]:
     """PixelShuffle factors realizing ``scale``; only 2, 3 and 4 are supported."""
     factors = {2: (2,), 3: (3,), 4: (2, 2)}
-    if isinstance(scale, bool) or scale not in factors:
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale not in factors:
         raise ValueError(f"scale: expected one of 2, 3, 4, got {scale!r}")
     return factors[scale]
 
