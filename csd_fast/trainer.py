@@ -5,7 +5,9 @@ One shared model; each step runs the teacher ``T = model(lr, 1.0)`` and the stud
 
     L = L1(S, HR) + lambda_t * L1(T, HR) + lambda_c * CL(S, T.detach(), negatives)
 
-with Adam (lr 1e-4, betas 0.9/0.999, eps 1e-8) and a step decay (x0.5). Every step is
+The L1 terms are measured in 8-bit units (``pixel_range=255``), as the official code trains on
+[0, 255] images: that is the balance lambda_c = 200 was tuned for (CL is a ratio, unchanged by
+the pixel range). Images in the API stay in [0, 1]. Optimized with Adam (lr 1e-4, betas 0.9/0.999, eps 1e-8) and a step decay (x0.5). Every step is
 seeded from ``(seed, step)``, so a run resumed from a checkpoint draws the same batches and
 negatives as an uninterrupted one.
 """
@@ -57,6 +59,7 @@ class CSDTrainer:
     ``negatives``: "official" (default), "others" or "self-blur" (see ``csd_fast.negatives``).
     ``reduction``: "batch" (official) or "sample" (paper Eq. 2). ``contrastive``: a ready
     ``ContrastiveLoss`` (else one is built from ``vgg_weights`` and ``reduction``).
+    ``pixel_range``: the L1 terms are multiplied by it (see module docstring).
     ``out_dir``: where ``checkpoint.pt`` and ``log.csv`` go (None: nothing is written).
     """
 
@@ -69,6 +72,7 @@ class CSDTrainer:
         lambda_t: float = 1.0,
         lambda_c: float = 200.0,
         reduction: str = "batch",
+        pixel_range: float = 255.0,
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         lr_step: int | None = None,
@@ -98,6 +102,7 @@ class CSDTrainer:
             self.model.load_state_dict(teacher_state_dict)
         self.neg_num, self.negatives = neg_num, negatives
         self.lambda_t, self.lambda_c = float(lambda_t), float(lambda_c)
+        self.pixel_range = float(pixel_range)
         self.contrastive = (contrastive or ContrastiveLoss(reduction=reduction, vgg_weights=vgg_weights)).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=betas, eps=1e-8)
         self.lr_step, self.lr_gamma = lr_step, lr_gamma
@@ -128,8 +133,8 @@ class CSDTrainer:
     def compute_loss(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, float]]:
         """The CSD objective on one batch; returns the loss and its terms for logging."""
         teacher, student = self.net(lr, self.width)
-        l1_s = F.l1_loss(student, hr)
-        l1_t = F.l1_loss(teacher, hr)
+        l1_s = F.l1_loss(student, hr) * self.pixel_range
+        l1_t = F.l1_loss(teacher, hr) * self.pixel_range
         loss = l1_s + self.lambda_t * l1_t
         terms = {"l1_student": l1_s.item(), "l1_teacher": l1_t.item()}
         if self.lambda_c > 0:
