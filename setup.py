@@ -11,21 +11,23 @@ from setuptools import find_packages, setup
 
 
 def _extensions():
+    """``csd_fast._C``: csrc/*.cpp always; csrc/cuda/*.cu and the CUDA bindings csrc/cuda/*.cpp
+    only with a CUDA torch and nvcc (set CSD_FAST_NO_CUDA=1 to skip them). The C++ standard
+    comes from torch's cpp_extension (torch >= 2.11 headers need C++20)."""
     import torch
     from torch.utils import cpp_extension
 
     sources = sorted(glob.glob("csrc/*.cpp"))
     if not sources:
         return [], {}
-    extra = {"cxx": ["-O3", "-fopenmp", "-std=c++17"]}
+    extra = {"cxx": ["-O3", "-fopenmp"]}
     ext_cls = cpp_extension.CppExtension
-    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     want_cuda = os.environ.get("CSD_FAST_NO_CUDA", "0") != "1"
     if want_cuda and cuda_sources and torch.version.cuda and cpp_extension.CUDA_HOME:
         ext_cls = cpp_extension.CUDAExtension
         sources += cuda_sources
-        extra["nvcc"] = ["-O3", "-std=c++17"]
-        extra["cxx"].append("-DCSD_FAST_WITH_CUDA")
+        extra["nvcc"] = ["-O3"]
     ext = ext_cls("csd_fast._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"])
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 

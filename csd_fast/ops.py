@@ -9,8 +9,12 @@ For one tap with anchor ``a`` (student), positive ``p`` (teacher) and K negative
 ``[K, B, ...]`` (one per anchor) or ``[K, ...]`` (shared by the batch, broadcast).
 Negatives are constants: they never receive a gradient (the official code detaches them).
 
-The native backend is ``csd_fast._C``; without it every call runs the eager reference
-(``csd_fast.losses.reference``) and a warning at import says so.
+The native backend is the custom op ``torch.ops.csd_fast.contrastive_ratio`` from
+``csd_fast._C`` (schema and CPU/CUDA kernels in ``csrc/``; its fake kernel and autograd are
+registered here, so it works under ``torch.compile``). Its forward reads every input once
+and returns the loss with the per-sample terms; its backward op writes grad_anchor and, only
+when the positive requires grad, grad_positive. Without ``_C`` every call runs the eager
+reference (``csd_fast.losses.reference``) and a warning at import says so.
 """
 from __future__ import annotations
 
@@ -59,8 +63,8 @@ def check_inputs(anchor: Tensor, positive: Tensor, negatives: Tensor, reduction:
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}: expected a floating dtype {FLOAT_DTYPES}, got {t.dtype}")
-    if anchor.dim() == 0 or anchor.numel() == 0:
-        raise ValueError(f"anchor: expected a non-empty [B, ...] tensor, got shape {tuple(anchor.shape)}")
+    if anchor.dim() < 2 or anchor.numel() == 0:
+        raise ValueError(f"anchor: expected a non-empty [B, C, ...] tensor, got shape {tuple(anchor.shape)}")
     if positive.shape != anchor.shape:
         raise ValueError(
             f"positive: expected anchor's shape {tuple(anchor.shape)}, got {tuple(positive.shape)}"
@@ -84,11 +88,10 @@ def check_inputs(anchor: Tensor, positive: Tensor, negatives: Tensor, reduction:
 def _eager_terms(anchor: Tensor, positive: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor]:
     """Per-sample d(a, p) ``[B]`` and d(a, n_k) ``[K, B]`` in fp32, without gradient."""
     with torch.no_grad():
-        shared = negatives_are_shared(anchor, negatives)
-        a = anchor.float().flatten(1)
-        n = negatives.float().flatten(1 if shared else 2)
-        n = n.unsqueeze(1) if shared else n  # [K, B or 1, m], broadcast per k below
-        num = (a - positive.float().flatten(1)).abs().mean(1)
+        batch, k = anchor.shape[0], negatives.shape[0]
+        a = anchor.float().reshape(batch, -1)
+        n = negatives.float().reshape(k, 1 if negatives_are_shared(anchor, negatives) else batch, -1)
+        num = (a - positive.float().reshape(batch, -1)).abs().mean(1)
         den = torch.stack([(a - n_k).abs().mean(1) for n_k in n])
     return num, den
 
@@ -107,10 +110,20 @@ def contrastive_ratio(
     ``[B]`` and ``[K, B]`` for ``"sample"``. The terms are detached (no gradient).
     """
     check_inputs(anchor, positive, negatives, reduction, eps)
+    if _C is not None:
+        loss, num, den = torch.ops.csd_fast.contrastive_ratio(
+            anchor, positive, negatives.detach(), reduction, float(eps)
+        )
+        return _terms(loss, num, den, reduction) if return_terms else loss
     loss = contrastive_ratio_reference(anchor, positive, negatives, reduction, eps)
     if not return_terms:
         return loss
     num, den = _eager_terms(anchor, positive, negatives)
+    return _terms(loss, num, den, reduction)
+
+
+def _terms(loss: Tensor, num: Tensor, den: Tensor, reduction: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-sample terms ``[B]``, ``[K, B]`` -> the ``return_terms`` layout of ``reduction``."""
     if reduction == "batch":
         num, den = num.mean(), den.mean(1)
     return loss, num, den
@@ -124,7 +137,50 @@ def multi_tap_contrastive(
     reduction: str = "batch",
     eps: float = 1e-7,
 ) -> Tensor:
-    """``sum_j weights[j] * CL_j`` over the VGG taps j (fp32 scalar)."""
-    for a, p, n in zip(anchors, positives, negatives):
-        check_inputs(a, p, n, reduction, eps)
-    return multi_tap_contrastive_reference(anchors, positives, negatives, weights, reduction, eps)
+    """``sum_j weights[j] * CL_j`` over the VGG taps j (fp32 scalar); one op call per tap."""
+    if _C is None:
+        for a, p, n in zip(anchors, positives, negatives):
+            check_inputs(a, p, n, reduction, eps)
+        return multi_tap_contrastive_reference(anchors, positives, negatives, weights, reduction, eps)
+    if not (len(anchors) == len(positives) == len(negatives) == len(weights) > 0):
+        raise ValueError(
+            "anchors, positives, negatives, weights: expected equal non-zero lengths, got "
+            f"{len(anchors)}, {len(positives)}, {len(negatives)}, {len(weights)}"
+        )
+    return sum(w * contrastive_ratio(a, p, n, reduction, eps) for a, p, n, w in zip(anchors, positives, negatives, weights))
+
+
+def _fake_forward(anchor, positive, negatives, reduction, eps):
+    torch._check(positive.shape == anchor.shape, lambda: f"positive: expected shape {anchor.shape}")
+    torch._check(negatives.dim() in (anchor.dim(), anchor.dim() + 1), lambda: "negatives: expected [K, (B,) ...]")
+    acc = torch.float64 if anchor.dtype == torch.float64 else torch.float32
+    batch, k = anchor.shape[0], negatives.shape[0]
+    return anchor.new_empty((), dtype=acc), anchor.new_empty((batch,), dtype=acc), anchor.new_empty((k, batch), dtype=acc)
+
+
+def _fake_backward(grad_loss, anchor, positive, negatives, num, den, reduction, eps, positive_grad):
+    return torch.empty_like(anchor), torch.empty_like(positive) if positive_grad else positive.new_empty((0,))
+
+
+def _setup_context(ctx, inputs, output):
+    anchor, positive, negatives, reduction, eps = inputs
+    _, num, den = output
+    ctx.save_for_backward(anchor, positive, negatives, num, den)
+    ctx.reduction, ctx.eps = reduction, eps
+    ctx.mark_non_differentiable(num, den)  # logging terms
+
+
+def _backward(ctx, grad_loss, _grad_num, _grad_den):
+    """Gradients for anchor and (if it requires grad) positive; negatives are constants."""
+    anchor, positive, negatives, num, den = ctx.saved_tensors
+    positive_grad = ctx.needs_input_grad[1]
+    grad_anchor, grad_positive = torch.ops.csd_fast.contrastive_ratio_backward(
+        grad_loss, anchor, positive, negatives, num, den, ctx.reduction, ctx.eps, positive_grad
+    )
+    return grad_anchor, grad_positive if positive_grad else None, None, None, None
+
+
+if _C is not None:
+    torch.library.register_fake("csd_fast::contrastive_ratio", _fake_forward)
+    torch.library.register_fake("csd_fast::contrastive_ratio_backward", _fake_backward)
+    torch.library.register_autograd("csd_fast::contrastive_ratio", _backward, setup_context=_setup_context)

@@ -1,0 +1,140 @@
+// CPU kernels of the contrastive L1-ratio op: one pass forward, one pass backward.
+//
+// Work item w = c * B + b is chunk c of sample b (contrastive_math.h); items run on ATen's
+// OpenMP thread pool (at::parallel_for) and each writes its own slot, so results are
+// bit-identical for any thread count. Consecutive items share chunk c, so shared negatives
+// stay in cache across the batch. Inputs are read in their dtype, accumulated in acc_t.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "contrastive.h"
+#include "contrastive_math.h"
+
+namespace csd {
+namespace {
+
+constexpr int kLanes = 16;  // independent accumulators, combined in a fixed order
+
+template <typename acc_t, typename scalar_t>
+acc_t abs_diff_sum(const scalar_t* x, const scalar_t* y, int64_t len) {
+  acc_t lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lane[j] += std::abs(acc_t(x[i + j]) - acc_t(y[i + j]));
+  }
+  acc_t sum = 0;
+  for (; i < len; ++i) sum += std::abs(acc_t(x[i]) - acc_t(y[i]));
+  for (int j = 0; j < kLanes; ++j) sum += lane[j];
+  return sum;
+}
+
+template <typename acc_t>
+inline acc_t sign(acc_t x) {
+  return acc_t(x > 0) - acc_t(x < 0);
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, const Geometry& g, bool per_sample,
+                    double eps, at::opmath_type<scalar_t>* loss, at::opmath_type<scalar_t>* num,
+                    at::opmath_type<scalar_t>* den) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t chunks = num_chunks(g.m), K1 = g.K + 1;
+  std::vector<acc_t> partial(chunks * g.B * K1);
+  at::parallel_for(0, chunks * g.B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t c = w / g.B, b = w % g.B, lo = c * kChunk, len = std::min(kChunk, g.m - lo);
+      const scalar_t* ab = a + b * g.m + lo;
+      acc_t* out = partial.data() + w * K1;
+      out[0] = abs_diff_sum<acc_t>(ab, p + b * g.m + lo, len);
+      for (int64_t k = 0; k < g.K; ++k) {
+        out[k + 1] = abs_diff_sum<acc_t>(ab, n + k * g.neg_stride_k + b * g.neg_stride_b + lo, len);
+      }
+    }
+  });
+  for (int64_t b = 0; b < g.B; ++b) {
+    num[b] = sum_chunks(partial.data(), chunks, g.B, g.K, b, 0) / acc_t(g.m);
+    for (int64_t k = 0; k < g.K; ++k) den[k * g.B + b] = sum_chunks(partial.data(), chunks, g.B, g.K, b, k + 1) / acc_t(g.m);
+  }
+  *loss = ratio_loss(num, den, g.B, g.K, per_sample, acc_t(eps));
+}
+
+template <typename scalar_t>
+void backward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, const Geometry& g,
+                     const at::opmath_type<scalar_t>* alpha, const at::opmath_type<scalar_t>* beta, scalar_t* ga,
+                     scalar_t* gp) {
+  using acc_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, num_chunks(g.m) * g.B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> count(kChunk);  // sum_k sign(a - n_k) of the chunk
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t c = w / g.B, b = w % g.B, lo = c * kChunk, len = std::min(kChunk, g.m - lo);
+      const int64_t off = b * g.m + lo;
+      std::fill(count.begin(), count.begin() + len, acc_t(0));
+      for (int64_t k = 0; k < g.K; ++k) {
+        const scalar_t* nk = n + k * g.neg_stride_k + b * g.neg_stride_b + lo;
+        for (int64_t i = 0; i < len; ++i) count[i] += sign(acc_t(a[off + i]) - acc_t(nk[i]));
+      }
+      for (int64_t i = 0; i < len; ++i) {
+        const acc_t sp = alpha[b] * sign(acc_t(a[off + i]) - acc_t(p[off + i]));
+        ga[off + i] = scalar_t(sp + beta[b] * count[i]);
+        if (gp != nullptr) gp[off + i] = scalar_t(-sp);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& anchor, const at::Tensor& positive,
+                                                           const at::Tensor& negatives, c10::string_view reduction,
+                                                           double eps) {
+  const Geometry g = check_inputs(anchor, positive, negatives);
+  const bool sample = per_sample(reduction);
+  auto [loss, num, den] = empty_forward_outputs(anchor, g);
+  const at::Tensor a = anchor.contiguous(), p = positive.contiguous(), n = negatives.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "contrastive_ratio_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    forward_kernel(a.const_data_ptr<scalar_t>(), p.const_data_ptr<scalar_t>(), n.const_data_ptr<scalar_t>(), g,
+                   sample, eps, loss.mutable_data_ptr<acc_t>(), num.mutable_data_ptr<acc_t>(),
+                   den.mutable_data_ptr<acc_t>());
+  });
+  return {loss, num, den};
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_loss, const at::Tensor& anchor,
+                                                const at::Tensor& positive, const at::Tensor& negatives,
+                                                const at::Tensor& num, const at::Tensor& den,
+                                                c10::string_view reduction, double eps, bool positive_grad) {
+  const Geometry g = check_inputs(anchor, positive, negatives);
+  const bool sample = per_sample(reduction);
+  const at::Tensor a = anchor.contiguous(), p = positive.contiguous(), n = negatives.contiguous();
+  at::Tensor ga = at::empty_like(a), gp = positive_grad ? at::empty_like(p) : at::empty({0}, p.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "contrastive_ratio_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor nm = num.to(at::CppTypeToScalarType<acc_t>::value).contiguous();
+    const at::Tensor dn = den.to(nm.scalar_type()).contiguous();
+    const acc_t grad = grad_loss.item<acc_t>();
+    std::vector<acc_t> alpha(g.B), beta(g.B);
+    for (int64_t b = 0; b < g.B; ++b) {
+      ratio_coefficients(nm.const_data_ptr<acc_t>(), dn.const_data_ptr<acc_t>(), g.B, g.K, g.m, sample, acc_t(eps),
+                         grad, b, &alpha[b], &beta[b]);
+    }
+    backward_kernel(a.const_data_ptr<scalar_t>(), p.const_data_ptr<scalar_t>(), n.const_data_ptr<scalar_t>(), g,
+                    alpha.data(), beta.data(), ga.mutable_data_ptr<scalar_t>(),
+                    positive_grad ? gp.mutable_data_ptr<scalar_t>() : nullptr);
+  });
+  return {ga, gp};
+}
+
+}  // namespace
+}  // namespace csd
+
+TORCH_LIBRARY_IMPL(csd_fast, CPU, m) {
+  m.impl("contrastive_ratio", &csd::forward_cpu);
+  m.impl("contrastive_ratio_backward", &csd::backward_cpu);
+}
