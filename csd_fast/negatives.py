@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .data.imresize import bicubic_upsample
 
 KINDS = ("official", "others", "self-blur")
 
@@ -34,11 +35,6 @@ class Negatives:
     def gather(self, feats: Tensor) -> Tensor:
         """Per-image features [M, ...] -> [K, ...] (shared) or [K, B, ...] (per anchor)."""
         return feats if self.index is None else feats[self.index]
-
-
-def bicubic_upsample(lr: Tensor, scale: int) -> Tensor:
-    """Bicubic upsampling of [N,3,h,w] by ``scale`` (PyTorch's ``interpolate``, as the official code), clamped to [0,1]."""
-    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp_(0, 1)
 
 
 def _check_k(kind: str, k: int, available: int) -> None:

@@ -49,7 +49,7 @@ def load_vgg_state(path: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"vgg_weights: could not read {path!r} as a torchvision VGG19 state dict: {err}") from err
-    keep = {f"features.{i}.{p}" for i in range(TAP_ENDS[-1]) for p in ("weight", "bias")}
+    keep = {f"features.{k}" for k in _features().state_dict()}
     found = {k: v for k, v in state.items() if k in keep}
     missing = sorted(keep - set(found), key=lambda k: int(k.split(".")[1]))
     if missing:
