@@ -4,7 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from csd_fast.data import list_images, load_image, save_image, to_uint8
+from csd_fast.data import (
+    DIV2K, BenchmarkSet, HRFolder, PairedFolder, PatchDataset, bicubic_downscale, dihedral, list_images,
+    load_image, save_image, to_uint8,
+)
 
 
 def _rand_u8(h, w, c=3, seed=0):
@@ -88,3 +91,200 @@ def test_list_images_sorted_filtered_and_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty.*has no images"):
         list_images(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- datasets
+
+@pytest.fixture(scope="module")
+def photos():
+    """Eight 60x52 uint8 crops of bundled photographs (HWC numpy, varied content)."""
+    from csd_fast.data.bundled import bundled_images
+    crops = []
+    for _, img in bundled_images("train", max_side=160)[:8]:
+        crops.append(to_uint8(img[:, 10:70, 20:72]).permute(1, 2, 0).numpy())
+    return crops
+
+
+def _write(folder, names, arrays):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arr in zip(names, arrays):
+        Image.fromarray(arr).save(folder / name)
+    return folder
+
+
+def _t(arr):
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def _lr_of(hr_u8, scale):
+    """The LR the datasets must generate: 8-bit MATLAB bicubic of the 8-bit HR."""
+    return to_uint8(bicubic_downscale(hr_u8.float() / 255, scale))
+
+
+def test_patch_dataset_shapes_repeat_and_range(photos):
+    ds = PatchDataset([_t(a).float() / 255 for a in photos[:3]], scale=4, patch_size=32, repeat=5)
+    assert len(ds) == 15
+    lr, hr = ds[14]
+    assert lr.shape == (3, 8, 8) and hr.shape == (3, 32, 32)
+    assert lr.dtype == hr.dtype == torch.float32
+    assert 0 <= lr.min() and hr.max() <= 1
+    with pytest.raises(IndexError):
+        ds[15]
+
+
+def test_patch_and_scale_errors(photos):
+    imgs = [_t(photos[0])]
+    with pytest.raises(ValueError, match="patch_size .HR side. must be divisible by scale=3, got 32"):
+        PatchDataset(imgs, scale=3, patch_size=32)
+    with pytest.raises(ValueError, match="image 'image 0' is 60x52 after mod-crop, smaller than patch_size=64"):
+        PatchDataset(imgs, scale=2, patch_size=64)
+    with pytest.raises(ValueError, match="scale must be an int >= 1, got 0"):
+        PatchDataset(imgs, scale=0, patch_size=32)
+    with pytest.raises(ValueError, match="repeat must be an int >= 1, got 0"):
+        PatchDataset(imgs, scale=2, patch_size=32, repeat=0)
+    with pytest.raises(ValueError, match=r"HR image 'image 0' must be a path or a tensor \[3,H,W\], got shape \(1, 8, 8\)"):
+        PatchDataset([torch.rand(1, 8, 8)], scale=2, patch_size=4)
+    with pytest.raises(ValueError, match="lr_images must have one image per HR image"):
+        PatchDataset(imgs, scale=2, patch_size=32, lr_images=[])
+
+
+def test_augmented_lr_is_the_lr_of_the_augmented_hr(photos):
+    # Patch == image, so every item is a dihedral transform of the whole image.
+    hr0 = _t(photos[1])[:, :48, :48]
+    ds = PatchDataset([hr0], scale=4, patch_size=48, repeat=64)
+    seen = set()
+    for i in range(len(ds)):
+        lr, hr = ds[i]
+        hr_u8, lr_u8 = to_uint8(hr), to_uint8(lr)
+        assert (_lr_of(hr_u8, 4).int() - lr_u8.int()).abs().max() <= 1
+        matches = [f for f in range(8) if torch.equal(dihedral(hr0, *(bool(f >> b & 1) for b in range(3))), hr_u8)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) == 8
+
+
+def test_random_patches_stay_aligned_with_lr(photos):
+    ds = PatchDataset([_t(a) for a in photos[:2]], scale=2, patch_size=24, augment=False, repeat=10)
+    for i in range(len(ds)):
+        lr, hr = ds[i]
+        # the LR of the HR patch equals the LR patch away from the patch border (kernel reach 2 px)
+        diff = (_lr_of(to_uint8(hr), 2).int() - to_uint8(lr).int())[:, 2:-2, 2:-2]
+        assert diff.abs().max() <= 1
+
+
+def test_lr_generated_once_per_image_not_per_item(photos, monkeypatch):
+    import csd_fast.data.datasets as dsmod
+    calls = []
+    real = dsmod.bicubic_downscale
+    monkeypatch.setattr(dsmod, "bicubic_downscale", lambda x, s: calls.append(1) or real(x, s))
+    ds = PatchDataset([_t(a) for a in photos[:3]], scale=2, patch_size=16, repeat=4)
+    for i in range(len(ds)):
+        ds[i]
+    assert len(calls) == 3
+
+
+def test_given_lr_images_are_used(photos):
+    hr = _t(photos[0])[:, :48, :48]
+    lr = _t(photos[1])[:, :24, :24]  # deliberately not the bicubic LR of hr
+    lr_out, hr_out = PatchDataset([hr], 2, 48, augment=False, lr_images=[lr])[0]
+    assert torch.equal(to_uint8(lr_out), lr) and torch.equal(to_uint8(hr_out), hr)
+    with pytest.raises(ValueError, match=r"LR image of 'image 0' is \(20, 24\), expected HR \(48, 48\)"):
+        PatchDataset([hr], 2, 48, lr_images=[lr[:, :20]])
+
+
+def test_hr_folder_whole_images_are_mod_cropped(tmp_path, photos):
+    folder = _write(tmp_path / "hr", ["b.png", "a.png"], photos[:2])
+    for cache in (True, False):
+        ds = HRFolder(folder, scale=3, cache=cache, progress=False)
+        assert ds.names == ["a.png", "b.png"] and len(ds) == 2
+        lr, hr = ds[1]  # b.png = photos[0]; 60x52 -> 60x51
+        expected = _t(photos[0])[:, :60, :51]
+        assert torch.equal(to_uint8(hr), expected)
+        assert torch.equal(to_uint8(lr), _lr_of(expected, 3))
+    lr, hr = HRFolder(folder, scale=2, patch_size=16, progress=False)[0]
+    assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16)
+
+
+def test_paired_folder_matches_by_stem(tmp_path, photos):
+    hr_dir = _write(tmp_path / "HR", ["0001.png", "0002.png"], [photos[0], photos[1]])
+    # LR files hold other pictures on purpose: the dataset must use them, not generate LR
+    lr_arrays = [photos[3][:30, :26], photos[2][:30, :26]]
+    lr_dir = _write(tmp_path / "LR", ["0002x2.png", "0001x2.png"], lr_arrays)
+    for cache in (True, False):
+        ds = PairedFolder(hr_dir, lr_dir, scale=2, cache=cache, progress=False)
+        lr, hr = ds[0]
+        assert ds.names == ["0001.png", "0002.png"]
+        assert torch.equal(to_uint8(hr), _t(photos[0])) and torch.equal(to_uint8(lr), _t(photos[2][:30, :26]))
+    _write(lr_dir, ["0003x2.png"], [photos[4][:30, :26]])
+    _write(hr_dir, ["0004.png"], [photos[4]])
+    with pytest.raises(ValueError, match=r"HR without LR in .*: \['0004.png'\].*LR without HR in .*\['0003x2.png'\]"):
+        PairedFolder(hr_dir, lr_dir, scale=2, progress=False)
+
+
+def test_div2k_layout_with_and_without_given_lr(tmp_path, photos):
+    hr = [np.ascontiguousarray(np.concatenate([a, a[:, ::-1]], 1)[:, :100]) for a in photos[:3]]  # 60x100
+    _write(tmp_path / "DIV2K_train_HR", ["0001.png", "0002.png", "0003.png"], hr)
+    with pytest.raises(ValueError, match="patch_size=96"):  # default train patch 48*2 > 60
+        DIV2K(tmp_path, "train", scale=2, progress=False)
+    ds = DIV2K(tmp_path, "train", scale=2, patch_size=40, repeat=2, progress=False)
+    assert len(ds) == 6 and ds[0][0].shape == (3, 20, 20)
+    _write(tmp_path / "DIV2K_valid_HR", ["0801.png"], hr[:1])
+    lr, full = DIV2K(tmp_path, "valid", scale=2, progress=False)[0]
+    assert full.shape == (3, 60, 100) and torch.equal(to_uint8(lr), _lr_of(_t(hr[0]), 2))
+    given = np.ascontiguousarray(hr[2][::2, ::2])  # not the bicubic LR: proves the file is used
+    _write(tmp_path / "DIV2K_valid_LR_bicubic" / "X2", ["0801x2.png"], [given])
+    lr, _ = DIV2K(tmp_path, "valid", scale=2, progress=False)[0]
+    assert torch.equal(to_uint8(lr), _t(given))
+    with pytest.raises(ValueError, match="split must be 'train' or 'valid', got 'test'"):
+        DIV2K(tmp_path, "test", scale=2)
+    with pytest.raises(ValueError, match="DIV2K_train_HR not found"):
+        DIV2K(tmp_path / "nowhere", "train", scale=2)
+
+
+def test_benchmark_layouts(tmp_path, photos):
+    # EDSR layout, B100 stored as BSD100, LR absent -> generated from the mod-cropped HR
+    _write(tmp_path / "BSD100" / "HR", ["x.png"], [photos[0]])
+    ds = BenchmarkSet(tmp_path, "B100", scale=4)
+    lr, hr = ds[0]
+    assert ds.name == "BSD100" and hr.shape == (3, 60, 52)
+    assert torch.equal(to_uint8(lr), _lr_of(_t(photos[0]), 4))
+    # EDSR layout with given LR
+    given = np.ascontiguousarray(photos[1][:15, :13])
+    _write(tmp_path / "BSD100" / "LR_bicubic" / "X4", ["xx4.png"], [given])
+    assert torch.equal(to_uint8(BenchmarkSet(tmp_path, "bsd100", scale=4)[0][0]), _t(given))
+    # BasicSR layout GTmod12 + LRbicx3 (HR 60x52 is mod-cropped to 60x51 for x3)
+    _write(tmp_path / "Set5" / "GTmod12", ["baby.png", "bird.png"], photos[:2])
+    _write(tmp_path / "Set5" / "LRbicx3", ["baby.png", "bird.png"], [photos[2][:20, :17], photos[3][:20, :17]])
+    ds = BenchmarkSet(tmp_path, "set5", scale=3)
+    assert ds.names == ["baby.png", "bird.png"] and torch.equal(to_uint8(ds[1][0]), _t(photos[3][:20, :17]))
+    # flat layout
+    _write(tmp_path / "Urban100", ["img_001.png"], [photos[5]])
+    lr, hr = BenchmarkSet(tmp_path, "Urban100", scale=2)[0]
+    assert lr.shape == (3, 30, 26) and hr.shape == (3, 60, 52)
+    with pytest.raises(ValueError, match="benchmark 'Manga109' not found.*Set5, Set14, B100"):
+        BenchmarkSet(tmp_path, "Manga109", scale=2)
+
+
+def test_corrupt_files_warn_by_default_and_raise_when_strict(tmp_path, photos):
+    folder = _write(tmp_path / "hr", ["a.png", "b.png", "c.jpg"], photos[:3])
+    _truncate(folder / "b.png")
+    with pytest.warns(UserWarning, match=r"skipping 'b.png': cannot read image file .*b.png"):
+        ds = HRFolder(folder, scale=2, progress=False)
+    assert ds.names == ["a.png", "c.jpg"]
+    with pytest.raises(ValueError, match=r"cannot read image file .*b.png"):
+        HRFolder(folder, scale=2, strict=True, progress=False)
+    with pytest.warns(UserWarning, match="b.png"):
+        PatchDataset([folder / "a.png", folder / "b.png"], scale=2, patch_size=16)
+    for name in ("a.png", "c.jpg"):
+        (folder / name).write_bytes(b"garbage")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no readable images"):
+        HRFolder(folder, scale=2, progress=False)
+
+
+def test_uncached_paths_mixed_with_given_lr_tensor(tmp_path, photos):
+    _write(tmp_path, ["a.png"], [photos[0]])
+    lr = _t(photos[1])[:, :30, :26]
+    ds = PatchDataset([tmp_path / "a.png"], 2, 16, augment=False, lr_images=[lr], cache=False)
+    assert ds._hr[0] == tmp_path / "a.png"  # decoded per item
+    lr_out, hr_out = ds[0]
+    assert lr_out.shape == (3, 8, 8) and hr_out.shape == (3, 16, 16)

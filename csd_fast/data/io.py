@@ -5,12 +5,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image", "save_image", "list_images", "to_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "load_image", "save_image", "list_images", "to_uint8"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class ImageReadError(ValueError):
+    """An image file is missing, unreadable, corrupt or truncated; the message names it."""
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
@@ -24,7 +28,7 @@ def _decode(im: Image.Image) -> np.ndarray:
         grey = np.asarray(im, dtype=np.float32) / 65535.0
         return np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2)
     if im.mode == "F":
-        raise ValueError(f"unsupported float image mode 'F' (range unknown) in {im.filename}")
+        raise ImageReadError(f"cannot read image file {im.filename}: float mode 'F' has no known range")
     # RGBA/LA/PA: alpha dropped (not composited); L/1/P/CMYK/YCbCr: converted to RGB
     return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
@@ -33,7 +37,8 @@ def load_image(path) -> torch.Tensor:
     """Read an image file as float32 RGB ``[3,H,W]`` in [0, 1].
 
     Grey becomes 3 equal channels, alpha is dropped, 16-bit greyscale is divided by 65535.
-    Raises ``ValueError`` naming the file when it is missing, unreadable, corrupt or truncated.
+    Raises :class:`ImageReadError` (a ``ValueError``) naming the file when it is missing,
+    unreadable, corrupt or truncated.
     """
     path = Path(path)
     try:
@@ -41,7 +46,7 @@ def load_image(path) -> torch.Tensor:
             im.load()  # decode now: truncated data raises here, not later
             arr = _decode(im)
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image file {path}: {e}") from e
+        raise ImageReadError(f"cannot read image file {path}: {e}") from e
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
