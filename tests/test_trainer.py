@@ -1,0 +1,127 @@
+"""CSDTrainer: the objective, gradient routing, NaN stop, checkpoints and resume."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from csd_fast.checkpoint import atomic_save, load_checkpoint
+from csd_fast.losses import ContrastiveLoss
+from csd_fast.models import SlimEDSR
+from csd_fast.negatives import make_negatives
+from csd_fast.trainer import CSDTrainer
+from helpers import PairSet, TinyEncoder
+
+
+def tiny_trainer(tmp_path=None, **kw):
+    torch.manual_seed(0)
+    model = SlimEDSR(scale=2, n_feats=8, n_resblocks=2, res_scale=1.0)
+    kw.setdefault("contrastive", ContrastiveLoss(encoder=TinyEncoder(), weights=(0.5, 1.0)))
+    return CSDTrainer(model, width=0.5, neg_num=3, out_dir=None if tmp_path is None else str(tmp_path),
+                      progress=False, **kw)
+
+
+def test_objective_is_l1_terms_plus_weighted_contrastive():
+    trainer = tiny_trainer(lambda_t=0.7, lambda_c=3.0)
+    lr, hr = torch.rand(4, 3, 6, 6), torch.rand(4, 3, 12, 12)
+    torch.manual_seed(5)
+    loss, terms = trainer.compute_loss(lr, hr)
+    torch.manual_seed(5)  # same negatives
+    neg = make_negatives("official", lr, 3, 2)
+    s, t = trainer.model(lr, 0.5), trainer.model(lr, 1.0)
+    cl = trainer.contrastive(s, t, neg)
+    expected = 255 * F.l1_loss(s, hr) + 0.7 * 255 * F.l1_loss(t, hr) + 3.0 * cl
+    torch.testing.assert_close(loss, expected)
+    assert set(terms) == {"loss", "l1_student", "l1_teacher", "contrastive"}
+
+
+def test_contrastive_term_sends_no_gradient_to_teacher_only_weights():
+    # With lambda_t = 0 only the student path and CL act: weights outside the slice stay untouched.
+    trainer = tiny_trainer(lambda_t=0.0, lambda_c=5.0)
+    loss, _ = trainer.compute_loss(torch.rand(4, 3, 6, 6), torch.rand(4, 3, 12, 12))
+    loss.backward()
+    g = trainer.model.body[0].conv1.weight.grad
+    assert g[:4, :4].abs().sum() > 0
+    assert g[4:].abs().sum() == 0 and g[:, 4:].abs().sum() == 0
+
+
+def test_nan_batch_stops_without_update_or_checkpoint(tmp_path):
+    trainer = tiny_trainer(tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    lr = torch.rand(4, 3, 6, 6)
+    lr[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="step 1"):
+        trainer.train_step(lr, torch.rand(4, 3, 12, 12))
+    for k, v in trainer.model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    assert not os.path.exists(tmp_path / "checkpoint.pt")
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    data = PairSet()
+    full = tiny_trainer(tmp_path / "full", checkpoint_every=2, lr_step=3)
+    full.fit(data, steps=4, batch_size=4)
+    part = tiny_trainer(tmp_path / "part", checkpoint_every=2, lr_step=3)
+    part.fit(data, steps=2, batch_size=4)  # as if killed after step 2's checkpoint
+    resumed = tiny_trainer(tmp_path / "part", checkpoint_every=2, lr_step=3)
+    resumed.fit(data, steps=4, batch_size=4, resume=True)
+    assert resumed.step_count == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_fit_validates_writes_log_and_exports(tmp_path):
+    trainer = tiny_trainer(tmp_path, val_every=2)
+    history = trainer.fit(PairSet(), steps=2, batch_size=4, val_set=[PairSet()[0]])
+    assert "psnr_teacher" in history[-1] and "psnr_student" in history[-1]
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert lines[0].startswith("step,") and len(lines) == 3
+    state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert state["step"] == 2 and state["arch"] == "edsr"
+    student = trainer.export()
+    assert student.config["n_feats"] == 4
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    tiny_trainer(tmp_path).fit(PairSet(), steps=1, batch_size=4)
+    other = CSDTrainer(SlimEDSR(scale=2, n_feats=16, n_resblocks=2), width=0.5, neg_num=2, out_dir=str(tmp_path),
+                       contrastive=ContrastiveLoss(encoder=TinyEncoder(), weights=(1, 1)), progress=False)
+    with pytest.raises(ValueError, match="checkpoint"):
+        other.fit(PairSet(), steps=2, batch_size=4, resume=True)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = str(tmp_path / "ck.pt")
+    atomic_save({"step": 1}, path)
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        atomic_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path) == {"step": 1}
+    assert os.listdir(tmp_path) == ["ck.pt"]
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [({"width": 1.5}, "width"), ({"width": 0.01}, "0 channels"), ({"neg_num": 0}, "neg_num"),
+     ({"lambda_c": -1.0}, "lambda_c"), ({"lambda_t": float("nan")}, "lambda_t")],
+)
+def test_bad_arguments_are_named(kw, match):
+    model = SlimEDSR(scale=2, n_feats=8, n_resblocks=1)
+    args = dict(width=0.5, neg_num=2, contrastive=ContrastiveLoss(encoder=TinyEncoder(), weights=(1, 1)))
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        CSDTrainer(model, **args)
+
+
+def test_bad_fit_arguments():
+    trainer = tiny_trainer()
+    with pytest.raises(ValueError, match="steps"):
+        trainer.fit(PairSet(), steps=0)
+    with pytest.raises(TypeError, match="model"):
+        CSDTrainer(torch.nn.Conv2d(3, 3, 3))
