@@ -1,0 +1,211 @@
+"""Implicit-GEMM 'same' convolution (k = 1 or 3, stride 1, zero padding k//2) with fused epilogues.
+
+GEMM view: ``out[p, co] = sum_{kh,kw,ci} x[p + (kh-k//2, kw-k//2), ci] * Wp[(kh*k+kw)*C_in + ci, co]``
+over pixels ``p`` of one image (rows, BLOCK_M) and output channels (columns, BLOCK_N); the K loop
+walks the k*k taps times C_in/BLOCK_K channel blocks, fp32 accumulation with ``tl.dot``.
+``Wp = pack_conv_weight(W)`` is the weight packed once, K-major ``[k*k*C_in, C_out]``.
+
+Tensors are indexed through their strides as logical ``[N, C, H, W]``: channels_last (NHWC) is the
+fast layout, but the head reads the NCHW input and the tail writes the NCHW output directly, and
+a channel slice of a larger NHWC buffer (CARN's concatenations) is a valid input or output.
+
+Prologue/epilogue, in order (each optional):
+    a = x - mean_in          on in-image pixels only: padding stays exactly 0 (head)
+    y = acc + bias
+    pool[n, co] += sum_p y   (fp32 atomics; RCAN channel-attention pooling)
+    y = residual + res_scale * y
+    y = relu(y)
+    y = y + mean_out         (tail)
+    out[n, co // s², h*s + (co//s) % s, w*s + co % s] = y   (pixel shuffle by s; s = 1: plain store)
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .utils import check_tensor, dot_precision, size_bucket, tile_configs
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps): tensor-core tiles for C_out from 3 (tail) to
+# 4*256 (teacher upsampler); pruned to the layer's channel counts before tuning.
+_GPU_TILES = [
+    (128, 64, 32, 3, 4), (128, 64, 64, 3, 4), (64, 64, 32, 4, 4), (128, 128, 32, 3, 8),
+    (64, 128, 32, 4, 4), (256, 64, 32, 3, 8), (128, 32, 32, 4, 4), (128, 16, 32, 4, 4),
+    (256, 128, 32, 3, 8), (128, 256, 32, 3, 8),
+]
+_INTERPRETER_TILE = (64, 32, 16, 1, 4)
+
+
+def _prune(configs, named_args, **kwargs):
+    """Drop tiles much wider than the layer: BLOCK_N beyond C_out, BLOCK_K beyond C_in (min 16)."""
+    n_max = max(16, triton.next_power_of_2(named_args["C_OUT"]))
+    k_max = max(16, triton.next_power_of_2(named_args["C_IN"]))
+    kept = [c for c in configs if c.kwargs["BLOCK_N"] <= n_max and c.kwargs["BLOCK_K"] <= k_max]
+    return kept or configs[:1]
+
+
+@triton.autotune(
+    configs=tile_configs(_GPU_TILES, _INTERPRETER_TILE),
+    key=["C_IN", "C_OUT", "HW_BUCKET", "KSIZE"],
+    prune_configs_by={"early_config_prune": _prune},
+    reset_to_zero=["pool_ptr"],
+)
+@triton.jit
+def _conv2d_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, mean_in_ptr, mean_out_ptr, pool_ptr,
+    H, W, C_IN, C_OUT, HW_BUCKET,
+    sxn, sxc, sxh, sxw,
+    son, soc, soh, sow,
+    srn, src, srh, srw,
+    res_scale,
+    KSIZE: tl.constexpr, SHUFFLE: tl.constexpr, RELU: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_MEAN_IN: tl.constexpr,
+    HAS_MEAN_OUT: tl.constexpr, HAS_POOL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_n = tl.program_id(1).to(tl.int64)
+    n = tl.program_id(2).to(tl.int64)
+
+    pix = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # pixel index within image n
+    row_mask = pix < H * W
+    oh = pix // W
+    ow = pix % W
+    co = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    co_mask = co < C_OUT
+    ks = tl.arange(0, BLOCK_K)
+
+    x_img = x_ptr + n * sxn
+    k_blocks = tl.cdiv(C_IN, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(0, KSIZE * KSIZE * k_blocks):
+        tap = step // k_blocks
+        ci = (step % k_blocks) * BLOCK_K + ks
+        ci_mask = ci < C_IN
+        ih = oh + (tap // KSIZE - KSIZE // 2)
+        iw = ow + (tap % KSIZE - KSIZE // 2)
+        inside = row_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        a_mask = inside[:, None] & ci_mask[None, :]
+        a = tl.load(x_img + ih[:, None] * sxh + iw[:, None] * sxw + ci[None, :] * sxc, mask=a_mask, other=0.0)
+        if HAS_MEAN_IN:
+            mu = tl.load(mean_in_ptr + ci, mask=ci_mask, other=0.0)
+            a = tl.where(a_mask, a.to(tl.float32) - mu[None, :], 0.0)
+        b = tl.load(
+            w_ptr + (tap * C_IN + ci)[:, None] * C_OUT + co[None, :],
+            mask=ci_mask[:, None] & co_mask[None, :], other=0.0,
+        )
+        acc = tl.dot(a.to(b.dtype), b, acc, input_precision=DOT_PRECISION)
+
+    out_mask = row_mask[:, None] & co_mask[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
+    if HAS_POOL:  # pool what is stored (rounded to the output dtype), like the eager model
+        stored = acc.to(out_ptr.dtype.element_ty).to(tl.float32)
+        tl.atomic_add(pool_ptr + n * C_OUT + co, tl.sum(tl.where(out_mask, stored, 0.0), axis=0), mask=co_mask)
+    if HAS_RES:
+        r = tl.load(res_ptr + n * srn + oh[:, None] * srh + ow[:, None] * srw + co[None, :] * src, mask=out_mask)
+        acc = r.to(tl.float32) + res_scale * acc
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    if HAS_MEAN_OUT:
+        acc += tl.load(mean_out_ptr + co, mask=co_mask, other=0.0)[None, :]
+    if SHUFFLE == 1:
+        dst = out_ptr + n * son + oh[:, None] * soh + ow[:, None] * sow + co[None, :] * soc
+    else:
+        c = co // (SHUFFLE * SHUFFLE)
+        i = (co // SHUFFLE) % SHUFFLE
+        j = co % SHUFFLE
+        dst = (out_ptr + n * son + (oh[:, None] * SHUFFLE + i[None, :]) * soh
+               + (ow[:, None] * SHUFFLE + j[None, :]) * sow + c[None, :] * soc)
+    tl.store(dst, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+
+def pack_conv_weight(weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``[C_out, C_in, k, k]`` -> contiguous K-major ``[k*k*C_in, C_out]`` (row ``(kh*k+kw)*C_in + ci``)."""
+    if weight.dim() != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] not in (1, 3):
+        raise ValueError(f"weight: expected [C_out, C_in, k, k] with k in (1, 3), got shape {tuple(weight.shape)}")
+    c_out, c_in, k, _ = weight.shape
+    return weight.detach().permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).to(dtype or weight.dtype).contiguous()
+
+
+def _check_conv_args(x, weight, bias, out, residual, mean_in, mean_out, pool, shuffle):
+    check_tensor(x, "x", dim=4)
+    check_tensor(weight, "weight", dim=2)
+    check_tensor(out, "out", dim=4)
+    n, c_in, h, w = x.shape
+    taps, c_out = weight.shape
+    k = math.isqrt(taps // c_in) if taps % c_in == 0 else 0
+    if k not in (1, 3) or k * k * c_in != taps:
+        raise ValueError(f"weight: expected packed [k*k*{c_in}, C_out] with k in (1, 3), got shape {tuple(weight.shape)}")
+    if shuffle not in (1, 2, 3) or c_out % (shuffle * shuffle):
+        raise ValueError(f"shuffle: expected 1, 2 or 3 dividing C_out={c_out} by its square, got {shuffle}")
+    expected = (n, c_out // shuffle**2, h * shuffle, w * shuffle)
+    if tuple(out.shape) != expected:
+        raise ValueError(f"out: expected shape {expected}, got {tuple(out.shape)}")
+    for name, t, shape in (("bias", bias, (c_out,)), ("mean_in", mean_in, (c_in,)),
+                           ("mean_out", mean_out, (c_out,)), ("pool", pool, (n, c_out))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
+    for name, t in (("mean_in", mean_in), ("mean_out", mean_out), ("pool", pool)):
+        if t is not None and (t.dtype != torch.float32 or not t.is_contiguous()):
+            raise TypeError(f"{name}: expected a contiguous float32 tensor, got {t.dtype}")
+    if residual is not None:
+        if shuffle != 1 or tuple(residual.shape) != tuple(out.shape):
+            raise ValueError(f"residual: expected shape {tuple(out.shape)} and shuffle=1, got {tuple(residual.shape)}, shuffle={shuffle}")
+        if residual.data_ptr() == out.data_ptr():
+            raise ValueError("residual: must not alias out (the kernel is out of place; the autotuner reruns it)")
+    if pool is not None and shuffle != 1:
+        raise ValueError(f"pool: only with shuffle=1, got shuffle={shuffle}")
+    return k
+
+
+@torch.library.custom_op("csd_fast::conv2d_nhwc", mutates_args=("out", "pool"))
+def conv2d_nhwc(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
+    residual: Optional[Tensor] = None, mean_in: Optional[Tensor] = None, mean_out: Optional[Tensor] = None,
+    pool: Optional[Tensor] = None, res_scale: float = 1.0, relu: bool = False, shuffle: int = 1,
+) -> None:
+    """Write ``conv(x) (+ epilogues, see module doc)`` into ``out``; adds the per-channel sums into ``pool``."""
+    k = _check_conv_args(x, weight, bias, out, residual, mean_in, mean_out, pool, shuffle)
+    n, c_in, h, w = x.shape
+    c_out = weight.shape[1]
+    if n == 0 or h == 0 or w == 0:
+        return
+    # reset_to_zero needs a tensor: an empty one stands in when no pooling is asked for
+    pool_arg = pool if pool is not None else torch.empty(0, device=x.device, dtype=torch.float32)
+    res_strides = (residual.stride(0), residual.stride(1), residual.stride(2), residual.stride(3)) if residual is not None else (0, 0, 0, 0)
+
+    def grid(meta):
+        return (triton.cdiv(h * w, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]), n)
+
+    _conv2d_kernel[grid](
+        x, weight, bias, out, residual, mean_in, mean_out, pool_arg,
+        h, w, c_in, c_out, size_bucket(h * w),
+        *x.stride(), *out.stride(), *res_strides,
+        float(res_scale),
+        KSIZE=k, SHUFFLE=shuffle, RELU=relu,
+        HAS_BIAS=bias is not None, HAS_RES=residual is not None, HAS_MEAN_IN=mean_in is not None,
+        HAS_MEAN_OUT=mean_out is not None, HAS_POOL=pool is not None, DOT_PRECISION=dot_precision(),
+    )
+
+
+def conv2d(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, out: Optional[Tensor] = None,
+    residual: Optional[Tensor] = None, mean_in: Optional[Tensor] = None, mean_out: Optional[Tensor] = None,
+    pool: Optional[Tensor] = None, res_scale: float = 1.0, relu: bool = False, shuffle: int = 1,
+    out_dtype: Optional[torch.dtype] = None,
+) -> Tensor:
+    """:func:`conv2d_nhwc` into ``out``, or into a new channels_last tensor of ``out_dtype``
+    (default: the weight's dtype); returns ``out``."""
+    if out is None:
+        n, _, h, w = x.shape
+        out = torch.empty(
+            n, weight.shape[1] // shuffle**2, h * shuffle, w * shuffle,
+            device=x.device, dtype=out_dtype or weight.dtype, memory_format=torch.channels_last,
+        )
+    conv2d_nhwc(x, weight, bias, out, residual, mean_in, mean_out, pool, res_scale, relu, shuffle)
+    return out

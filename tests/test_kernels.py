@@ -1,0 +1,55 @@
+"""Triton kernels: every kernel and epilogue under the interpreter (a subprocess, see
+``_interp_kernels.py``), and on a GPU against cuDNN (``gpu`` mark; skipped without CUDA).
+
+GPU tolerances: fp32 runs TF32 (10-bit mantissa) atol=rtol=2e-2; fp16 atol=rtol=1e-2;
+bf16 (8-bit mantissa) atol=rtol=5e-2; inputs ~N(0,1), weights scaled to keep |y| ~ 1.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _interp_utils import assert_close, run_in_interpreter
+
+GPU_TOL = {torch.float32: (2e-2, 2e-2), torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 5e-2)}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_kernels_under_the_interpreter():
+    run_in_interpreter("_interp_kernels.py")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c_in,c_out,k,s", [(3, 64, 3, 1), (64, 64, 3, 1), (64, 256, 3, 2), (64, 3, 3, 1), (256, 64, 1, 1)])
+def test_conv_on_gpu(c_in, c_out, k, s, dtype):
+    from csd_fast.kernels import conv2d, pack_conv_weight
+
+    x = torch.randn(2, c_in, 37, 53, device="cuda").to(dtype).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(c_out, c_in, k, k, device="cuda") * (c_in * k * k) ** -0.5).to(dtype)
+    b = torch.randn(c_out, device="cuda")
+    res = torch.randn(2, c_out // s**2, 37 * s, 53 * s, device="cuda").to(dtype) if s == 1 else None
+    y = conv2d(x, pack_conv_weight(w), b, residual=res, res_scale=0.5, relu=True, shuffle=s)
+    ref = F.conv2d(x.float(), w.float(), b, padding=k // 2)
+    ref = F.pixel_shuffle(ref, s) if s > 1 else res.float() + 0.5 * ref
+    assert_close(y, F.relu(ref), *GPU_TOL[dtype], what=f"conv {dtype}")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pool_and_channel_attention_on_gpu(dtype):
+    from csd_fast.kernels import ca_residual, conv2d, pack_conv_weight
+
+    n, c, cr = 2, 64, 4
+    cl = torch.channels_last
+    x = torch.randn(n, c, 45, 67, device="cuda").to(dtype).contiguous(memory_format=cl)
+    t = torch.randn(n, c, 45, 67, device="cuda").to(dtype).contiguous(memory_format=cl)
+    w = (torch.randn(c, c, 3, 3, device="cuda") / 24).to(dtype)
+    pool = torch.zeros(n, c, device="cuda")
+    r = conv2d(t, pack_conv_weight(w), None, pool=pool)
+    assert_close(pool / (45 * 67), r.float().mean((2, 3)), 1e-3, 1e-3, what="pool")
+    wd, bd, wu, bu = (torch.randn(*s, device="cuda") for s in ((cr, c), (cr,), (c, cr), (c,)))
+    s = torch.sigmoid(F.linear(F.relu(F.linear(r.float().mean((2, 3)), wd, bd)), wu, bu))
+    assert_close(ca_residual(x, r, pool, wd, bd, wu, bu), x.float() + r.float() * s[:, :, None, None],
+                 *GPU_TOL[dtype], what="ca_residual")
