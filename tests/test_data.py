@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from csd_fast.data import (
-    DIV2K, BenchmarkSet, HRFolder, PairedFolder, PatchDataset, bicubic_downscale, dihedral, list_images,
-    load_image, save_image, to_uint8,
+    BUNDLED_TEST, BUNDLED_TRAIN, DIV2K, BenchmarkSet, HRFolder, PairedFolder, PatchDataset, bicubic_downscale,
+    bundled_images, dihedral, list_images, load_image, save_image, to_uint8,
 )
 
 
@@ -98,7 +98,6 @@ def test_list_images_sorted_filtered_and_errors(tmp_path):
 @pytest.fixture(scope="module")
 def photos():
     """Eight 60x52 uint8 crops of bundled photographs (HWC numpy, varied content)."""
-    from csd_fast.data.bundled import bundled_images
     crops = []
     for _, img in bundled_images("train", max_side=160)[:8]:
         crops.append(to_uint8(img[:, 10:70, 20:72]).permute(1, 2, 0).numpy())
@@ -288,3 +287,38 @@ def test_uncached_paths_mixed_with_given_lr_tensor(tmp_path, photos):
     assert ds._hr[0] == tmp_path / "a.png"  # decoded per item
     lr_out, hr_out = ds[0]
     assert lr_out.shape == (3, 8, 8) and hr_out.shape == (3, 16, 16)
+
+
+# ---------------------------------------------------------------- bundled photographs
+
+def test_bundled_split_is_fixed_and_disjoint():
+    from csd_fast.data.bundled import bundled_dir
+    assert BUNDLED_TEST == ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+    assert not set(BUNDLED_TRAIN) & set(BUNDLED_TEST) and len(BUNDLED_TRAIN) >= 10
+    for name in BUNDLED_TRAIN + BUNDLED_TEST:
+        assert (bundled_dir() / name).is_file(), name
+
+
+def test_bundled_images_full_size_grey_as_rgb():
+    train = dict(bundled_images("train"))
+    assert train["camera"].shape == (3, 512, 512)  # greyscale file
+    assert torch.equal(train["camera"][0], train["camera"][2])
+    test = bundled_images("test")
+    assert [n for n, _ in test] == ["astronaut", "chelsea", "coffee", "rocket"]
+    assert test[1][1].shape == (3, 300, 451)
+    assert not torch.equal(test[0][1][0], test[0][1][1])  # real colour
+    for _, img in test:
+        assert img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1
+
+
+def test_bundled_max_side_keeps_aspect():
+    small = dict(bundled_images("test", max_side=100))
+    assert small["chelsea"].shape == (3, 67, 100)  # 300x451 -> ceil(300 * 100/451)
+    assert small["astronaut"].shape == (3, 100, 100)
+    assert 0 <= small["rocket"].min() and small["rocket"].max() <= 1
+    big = dict(bundled_images("test", max_side=10_000))
+    assert big["coffee"].shape == (3, 400, 600)
+    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'valid'"):
+        bundled_images("valid")
+    with pytest.raises(ValueError, match="max_side must be a positive int or None, got 0"):
+        bundled_images("test", max_side=0)
