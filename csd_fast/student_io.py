@@ -1,0 +1,113 @@
+"""Model files: a compact student in one safetensors file, and loading any model file the CLI accepts.
+
+A student file holds the weights plus, in its safetensors metadata under ``"csd_fast"``, a JSON
+``{"format": 1, "arch", "config", "width", "source"}``: enough to rebuild it with
+``model_from_config`` and no teacher. ``save_student`` also writes that JSON beside it
+(``student.json``) for people and tools that do not read safetensors metadata.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .models import SlimSRModel, model_from_config
+
+META_KEY = "csd_fast"
+FORMAT = 1
+
+
+def _json_config(config: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
+def save_student(model: SlimSRModel, path, width: float | None = None, source: str | None = None) -> Path:
+    """Write ``model`` (a compact student, e.g. ``teacher.export(0.25)``) to ``path`` (.safetensors).
+
+    ``width``/``source`` are recorded for information (the width it was cut at, the checkpoint it
+    came from). Written atomically; returns the path. The JSON sidecar goes to ``path`` with
+    suffix ``.json``.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, SlimSRModel):
+        raise TypeError(f"model: expected a csd_fast slim model (e.g. teacher.export(width)), got {type(model).__name__}")
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"path: expected a file name ending in .safetensors, got {str(path)!r}")
+    info = {"format": FORMAT, "arch": model.arch, "config": _json_config(model.config), "width": width, "source": source}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(info)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def read_student_info(path) -> dict | None:
+    """The ``csd_fast`` metadata of a safetensors file, or None when it has none (a foreign file)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err})") from err
+    return json.loads(meta[META_KEY]) if META_KEY in meta else None
+
+
+def load_student(path, device="cpu") -> SlimSRModel:
+    """Rebuild a student written by ``save_student``, in eval mode (no teacher needed)."""
+    from safetensors.torch import load_file
+
+    info = read_student_info(path)
+    if info is None:
+        raise ValueError(f"{path}: no {META_KEY!r} metadata; expected a file written by csd_fast.save_student")
+    if info.get("format") != FORMAT:
+        raise ValueError(f"{path}: student file format {info.get('format')!r}, expected {FORMAT}")
+    model = model_from_config(info["arch"], info["config"])
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval()
+
+
+@dataclass
+class LoadedModel:
+    """A model read by ``load_model``: ``kind`` is "checkpoint", "student" or the foreign format's name;
+    ``width`` is the student width the file records (None: unknown); ``info`` holds the rest."""
+
+    model: SlimSRModel
+    kind: str
+    width: float | None
+    info: dict = field(default_factory=dict)
+
+
+def load_model(path, device="cpu", **hints) -> LoadedModel:
+    """Any model file the CLI accepts: a CSDTrainer ``checkpoint.pt``, a ``save_student`` file, or a
+    foreign EDSR/RCAN/CARN/official-CSD state dict (see ``csd_fast.convert``; ``hints`` go there)."""
+    from .checkpoint import load_checkpoint
+    from .convert import load_teacher
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model: {str(path)!r} is not a file (expected checkpoint.pt, a .safetensors student or a state dict)")
+    if path.suffix == ".safetensors":
+        info = read_student_info(path)
+        if info is not None:
+            return LoadedModel(load_student(path, device), "student", info.get("width"), info)
+        teacher, fmt = load_teacher(path, **hints)
+        return LoadedModel(teacher.to(device).eval(), fmt, None)
+    obj = load_checkpoint(str(path))
+    if isinstance(obj, dict) and {"arch", "model_config", "model"} <= set(obj):
+        model = model_from_config(obj["arch"], dict(obj["model_config"]))
+        model.load_state_dict(obj["model"])
+        info = {"step": obj.get("step"), "history": obj.get("history", [])}
+        return LoadedModel(model.to(device).eval(), "checkpoint", obj.get("width"), info)
+    teacher, fmt = load_teacher(obj, source=str(path), **hints)
+    return LoadedModel(teacher.to(device).eval(), fmt, None)

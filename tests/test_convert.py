@@ -1,0 +1,198 @@
+"""Foreign checkpoints: fake state dicts with the real key names of each code base, built by hand from
+our own model's weights (inverse pixel-range scaling included), must load back to the same function."""
+import re
+
+import pytest
+import torch
+
+from csd_fast.convert import canonicalize, detect_format, load_teacher, load_teacher_state
+from csd_fast.models import build_model
+
+MEAN = (0.45, 0.43, 0.41)
+
+
+def _randomized(model):
+    with torch.no_grad():  # non-trivial biases, so range scaling mistakes show
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def _shift(prefix, mean, rng):
+    return {f"{prefix}.weight": torch.eye(3).view(3, 3, 1, 1), f"{prefix}.bias": torch.tensor(mean) * rng}
+
+
+def edsr_pytorch_state(m, rng=255.0):
+    """EDSR-PyTorch names: head.0, body.N.body.0/2, body.<n>, tail.0.<2k>, tail.1, sub_mean/add_mean."""
+    n = m.config["n_resblocks"]
+    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
+    for k, v in m.state_dict().items():
+        if k == "mean_shift.mean":
+            continue
+        v = v * rng if k.endswith("bias") else v.clone()
+        k = re.sub(r"^head\.", "head.0.", k)
+        k = re.sub(r"^body\.(\d+)\.conv1\.", r"body.\1.body.0.", k)
+        k = re.sub(r"^body\.(\d+)\.conv2\.", r"body.\1.body.2.", k)
+        k = re.sub(r"^body_conv\.", f"body.{n}.", k)
+        k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"tail.0.{2 * int(mm[1])}.", k)
+        k = re.sub(r"^tail\.(weight|bias)", r"tail.1.\1", k)
+        out[k] = v
+    return out
+
+
+def csd_official_state(m, rng=255.0):
+    """Official CSD EDSR: head, body.N.conv1/2, body_conv, upsampler.blocks.K, tail_conv, saved from DataParallel."""
+    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
+    for k, v in m.state_dict().items():
+        if k == "mean_shift.mean":
+            continue
+        k = k.replace("upsampler.convs.", "upsampler.blocks.").replace("tail.", "tail_conv.")
+        out["module." + k] = v * rng if k.endswith("bias") else v.clone()
+    return out
+
+
+def basicsr_edsr_state(m):
+    out = {}
+    for k, v in m.state_dict().items():
+        if k == "mean_shift.mean":
+            continue
+        k = re.sub(r"^head\.", "conv_first.", k)
+        k = re.sub(r"^body_conv\.", "conv_after_body.", k)
+        k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"upsample.{2 * int(mm[1])}.", k)
+        k = re.sub(r"^tail\.", "conv_last.", k)
+        out[k] = v * 255 if k.endswith("bias") else v.clone()
+    return {"params": out}
+
+
+def basicsr_rcan_state(m):
+    out = {}
+    for k, v in m.state_dict().items():
+        if k == "mean_shift.mean":
+            continue
+        if ".ca.up.weight" in k:
+            v = v / 255
+        elif k.endswith("bias") and ".ca.up." not in k:
+            v = v * 255
+        k = re.sub(r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.residual_group.\2.", k)
+        k = k.replace(".conv1.", ".rcab.0.").replace(".conv2.", ".rcab.2.")
+        k = k.replace(".ca.down.", ".rcab.3.attention.1.").replace(".ca.up.", ".rcab.3.attention.3.")
+        k = re.sub(r"^groups\.(\d+)\.conv\.", r"body.\1.conv.", k)
+        k = re.sub(r"^head\.", "conv_first.", k)
+        k = re.sub(r"^body_conv\.", "conv_after_body.", k)
+        k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"upsample.{2 * int(mm[1])}.", k)
+        k = re.sub(r"^tail\.", "conv_last.", k)
+        out[k] = v.clone()
+    return {"params_ema": out, "params": {}}
+
+
+def carn_official_state(m, multi_scale=False):
+    """nmhkahn/CARN-pytorch: entry, bI.bJ.body.0/2, bI.cJ.body.0, cJ.body.0, upsample.up[s].body.<3k>, exit."""
+    s = m.config["scale"]
+    up = f"upsample.up{s}.body." if multi_scale else "upsample.up.body."
+    out = {**_shift("sub_mean.shifter", [-v for v in m.config["rgb_mean"]], 1.0),
+           **_shift("add_mean.shifter", m.config["rgb_mean"], 1.0)}
+    for k, v in m.state_dict().items():
+        if k == "mean_shift.mean":
+            continue
+        k = re.sub(r"^head\.", "entry.", k)
+        k = re.sub(r"^tail\.", "exit.", k)
+        k = re.sub(r"^body\.units\.(\d)\.units\.(\d)\.conv1\.", lambda mm: f"b{int(mm[1]) + 1}.b{int(mm[2]) + 1}.body.0.", k)
+        k = re.sub(r"^body\.units\.(\d)\.units\.(\d)\.conv2\.", lambda mm: f"b{int(mm[1]) + 1}.b{int(mm[2]) + 1}.body.2.", k)
+        k = re.sub(r"^body\.units\.(\d)\.fuse\.(\d)\.", lambda mm: f"b{int(mm[1]) + 1}.c{int(mm[2]) + 1}.body.0.", k)
+        k = re.sub(r"^body\.fuse\.(\d)\.", lambda mm: f"c{int(mm[1]) + 1}.body.0.", k)
+        k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"{up}{3 * int(mm[1])}.", k)
+        out[k] = v.clone()
+    if multi_scale:  # the other scales' upsamplers, ignored on load
+        out["upsample.up3.body.0.weight"] = torch.zeros(9 * m.config["n_feats"], m.config["n_feats"], 3, 3)
+        out["upsample.up3.body.0.bias"] = torch.zeros(9 * m.config["n_feats"])
+    return out
+
+
+CASES = {
+    "edsr-pytorch": (lambda: build_model("edsr", 4, preset=None, n_feats=8, n_resblocks=3, res_scale=1.0, rgb_mean=MEAN),
+                     edsr_pytorch_state, ["head.0.weight", "body.2.body.2.bias", "body.3.weight", "tail.0.2.weight", "tail.1.bias", "sub_mean.bias"]),
+    "csd-official": (lambda: build_model("edsr", 3, preset=None, n_feats=8, n_resblocks=2, res_scale=1.0, rgb_mean=MEAN),
+                     csd_official_state, ["module.head.weight", "module.body.1.conv2.weight", "module.body_conv.bias",
+                                          "module.upsampler.blocks.0.weight", "module.tail_conv.weight"]),
+    "basicsr-edsr": (lambda: build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=2, res_scale=1.0),
+                     basicsr_edsr_state, ["conv_first.weight", "body.1.conv1.weight", "conv_after_body.bias", "upsample.0.weight", "conv_last.bias"]),
+    "basicsr-rcan": (lambda: build_model("rcan", 4, preset=None, n_feats=8, n_resgroups=2, n_resblocks=2, reduction=4),
+                     basicsr_rcan_state, ["conv_first.weight", "body.1.residual_group.1.rcab.0.weight", "body.0.residual_group.0.rcab.3.attention.1.weight",
+                                          "body.0.residual_group.1.rcab.3.attention.3.bias", "body.1.conv.weight", "upsample.2.weight", "conv_last.weight"]),
+    "carn-official": (lambda: build_model("carn", 2, preset=None, n_feats=8, rgb_mean=MEAN), carn_official_state,
+                      ["entry.weight", "b1.b1.body.0.weight", "b3.b3.body.2.bias", "b2.c3.body.0.weight", "c1.body.0.weight", "upsample.up.body.0.weight", "exit.bias"]),
+}
+
+
+def _flat(state):
+    return canonicalize(state)
+
+
+@pytest.mark.parametrize("fmt", sorted(CASES))
+@torch.no_grad()
+def test_foreign_state_loads_to_identical_outputs(fmt, tmp_path):
+    make, to_foreign, real_keys = CASES[fmt]
+    ours = _randomized(make())
+    foreign = to_foreign(ours)
+    flat = foreign["params_ema"] if "params_ema" in foreign else foreign.get("params", foreign)
+    assert set(real_keys) <= set(flat), "the fake state dict must carry the real code base's key names"
+    assert detect_format(_flat(foreign)) == fmt
+    path = tmp_path / "foreign.pth"
+    torch.save(foreign, path)
+    model, got_fmt = load_teacher(path)
+    assert got_fmt == fmt and model.arch == ours.arch
+    for key in ("scale", "n_feats"):
+        assert model.config[key] == ours.config[key]
+    x = torch.rand(1, 3, 11, 9)
+    torch.testing.assert_close(model.eval()(x), ours(x), atol=2e-5, rtol=1e-4)
+
+
+def test_inferred_hyperparameters():
+    ours = build_model("rcan", 4, preset=None, n_feats=16, n_resgroups=3, n_resblocks=2, reduction=4)
+    arch, config, _, _ = load_teacher_state(basicsr_rcan_state(ours))
+    assert arch == "rcan"
+    assert {k: config[k] for k in ("scale", "n_feats", "n_resgroups", "n_resblocks", "ca_channels")} == \
+        dict(scale=4, n_feats=16, n_resgroups=3, n_resblocks=2, ca_channels=4)
+    big = build_model("edsr", 2, preset=None, n_feats=256, n_resblocks=1)
+    assert load_teacher_state(edsr_pytorch_state(big))[1]["res_scale"] == 0.1  # EDSR paper's large model
+    assert load_teacher_state(edsr_pytorch_state(big), res_scale=1.0)[1]["res_scale"] == 1.0
+
+
+@torch.no_grad()
+def test_multiscale_carn_needs_scale():
+    ours = _randomized(build_model("carn", 2, preset=None, n_feats=8, rgb_mean=MEAN))
+    foreign = carn_official_state(ours, multi_scale=True)
+    with pytest.raises(ValueError, match="scale: this CARN checkpoint is multi-scale"):
+        load_teacher(foreign)
+    model, _ = load_teacher(foreign, scale=2)
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(model.eval()(x), ours(x), atol=2e-5, rtol=1e-4)
+
+
+def test_mismatches_are_named():
+    ours = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=2)
+    foreign = edsr_pytorch_state(ours)
+    del foreign["body.1.body.2.bias"]
+    foreign["body.0.extra.weight"] = torch.zeros(1)
+    foreign["tail.1.weight"] = torch.zeros(3, 9, 3, 3)
+    with pytest.raises(ValueError) as err:
+        load_teacher_state(foreign, source="x.pt")
+    msg = str(err.value)
+    assert "x.pt" in msg and "missing keys: body.1.body.2.bias" in msg
+    assert "unexpected keys: body.0.extra.weight" in msg
+    assert "shape mismatches: tail.1.weight (3, 9, 3, 3) (expected (3, 8, 3, 3))" in msg
+
+
+def test_unknown_and_wrapped_inputs():
+    with pytest.raises(ValueError, match="unrecognized architecture"):
+        load_teacher_state({"conv.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="found no tensors"):
+        canonicalize({"epoch": 3, "optimizer": {}})
+    sd = canonicalize({"state_dict": {"module.module.a": torch.zeros(1)}})
+    assert list(sd) == ["a"]
+
+
+def test_scale_hint_must_agree():
+    foreign = edsr_pytorch_state(build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1))
+    with pytest.raises(ValueError, match="scale: .* is a x2"):
+        load_teacher_state(foreign, scale=4)

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from csd_fast.models import build_model
+from csd_fast.student_io import load_model, load_student, read_student_info, save_student
+
+
+@pytest.mark.parametrize("arch", ["edsr", "rcan", "carn"])
+@torch.no_grad()
+def test_student_round_trip(arch, tmp_path):
+    teacher = build_model(arch, scale=2, preset="demo").eval()
+    student = teacher.export(0.25)
+    path = save_student(student, tmp_path / "s.safetensors", width=0.25, source="ckpt.pt")
+    loaded = load_student(path)
+    assert type(loaded) is type(student) and loaded.config == student.config and not loaded.training
+    x = torch.rand(1, 3, 10, 12)
+    torch.testing.assert_close(loaded(x), teacher(x, 0.25), atol=1e-5, rtol=1e-5)
+    # one file suffices: the architecture is in the safetensors metadata; the JSON sidecar says the same
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["csd_fast"])
+    assert meta["arch"] == arch and meta["width"] == 0.25 and meta["source"] == "ckpt.pt"
+    assert json.loads((tmp_path / "s.json").read_text()) == meta
+    assert sum(p.numel() for p in loaded.parameters()) == teacher.num_params(0.25)
+
+
+def test_save_student_refuses_bad_input(tmp_path):
+    model = build_model("edsr", 2, preset="demo").export(0.5)
+    with pytest.raises(ValueError, match="path: expected a file name ending in .safetensors"):
+        save_student(model, tmp_path / "s.pt")
+    with pytest.raises(TypeError, match="model: expected a csd_fast slim model"):
+        save_student(torch.nn.Conv2d(3, 3, 3), tmp_path / "s.safetensors")
+
+
+def test_load_student_refuses_foreign_file(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    assert read_student_info(path) is None
+    with pytest.raises(ValueError, match="no 'csd_fast' metadata"):
+        load_student(path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="bad.safetensors: not a readable safetensors file"):
+        load_student(bad)
+
+
+@torch.no_grad()
+def test_load_model_accepts_checkpoint_and_student(tmp_path):
+    teacher = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1).eval()
+    ckpt = {"step": 3, "arch": "edsr", "model_config": teacher.config, "width": 0.5,
+            "model": teacher.state_dict(), "history": []}
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    got = load_model(tmp_path / "checkpoint.pt")
+    assert got.kind == "checkpoint" and got.width == 0.5 and got.info["step"] == 3
+    x = torch.rand(1, 3, 6, 6)
+    torch.testing.assert_close(got.model(x, 0.5), teacher(x, 0.5))
+    save_student(teacher.export(0.5), tmp_path / "s.safetensors", width=0.5)
+    got = load_model(tmp_path / "s.safetensors")
+    assert got.kind == "student" and got.width == 0.5
+    torch.testing.assert_close(got.model(x), teacher(x, 0.5), atol=1e-6, rtol=1e-5)
+    with pytest.raises(FileNotFoundError, match="model: .*missing.pt"):
+        load_model(tmp_path / "missing.pt")
