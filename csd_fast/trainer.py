@@ -25,10 +25,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, load_checkpoint
+from .history import DynamicNegatives
 from .losses import ContrastiveLoss
 from .metrics import psnr_y
 from .models import SlimSRModel, check_lr_input, check_width
-from .negatives import make_negatives
+from .negatives import Negatives, make_negatives
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
@@ -56,7 +57,11 @@ def _as_batch(x: Tensor) -> Tensor:
 class CSDTrainer:
     """Train ``model`` (teacher at width 1.0) and its student at ``width`` with CSD.
 
-    ``negatives``: "official" (default), "others" or "self-blur" (see ``csd_fast.negatives``).
+    ``negatives``: "official" (default), "others" or "self-blur" (see ``csd_fast.negatives``), or
+    "dynamic" (DCKD: ``csd_fast.history.DynamicNegatives`` with ``neg_num`` negatives, default 5,
+    further options in ``dynamic_options``; its history model is checkpointed).
+    ``neg_num`` / ``lambda_c`` default to 10 / 200 (CSD), or 5 / 0.1 * ``pixel_range`` for
+    "dynamic" (DCKD's lambda_dcl = 0.1 is for L1 on [0, 1] images).
     ``reduction``: "batch" (official) or "sample" (paper Eq. 2). ``contrastive``: a ready
     ``ContrastiveLoss`` (else one is built from ``vgg_weights`` and ``reduction``).
     ``pixel_range``: the L1 terms are multiplied by it (see module docstring).
@@ -67,10 +72,10 @@ class CSDTrainer:
         self,
         model: SlimSRModel,
         width: float = 0.25,
-        neg_num: int = 10,
+        neg_num: int | None = None,
         negatives: str = "official",
         lambda_t: float = 1.0,
-        lambda_c: float = 200.0,
+        lambda_c: float | None = None,
         reduction: str = "batch",
         pixel_range: float = 255.0,
         lr: float = 1e-4,
@@ -86,11 +91,15 @@ class CSDTrainer:
         val_every: int | None = None,
         seed: int = 0,
         progress: bool = True,
+        dynamic_options: dict | None = None,
     ):
         if not isinstance(model, SlimSRModel):
             raise TypeError(f"model: expected a csd_fast slim model (SlimEDSR/SlimRCAN/SlimCARN), got {type(model).__name__}")
         self.width = check_width(width)
         model.num_params(self.width)  # refuses widths that leave 0 channels
+        dynamic = negatives == "dynamic"
+        neg_num = (5 if dynamic else 10) if neg_num is None else neg_num
+        lambda_c = (0.1 * pixel_range if dynamic else 200.0) if lambda_c is None else lambda_c
         if isinstance(neg_num, bool) or not isinstance(neg_num, int) or neg_num < 1:
             raise ValueError(f"neg_num: expected an int >= 1, got {neg_num!r}")
         for name, value in (("lambda_t", lambda_t), ("lambda_c", lambda_c)):
@@ -101,6 +110,10 @@ class CSDTrainer:
         if teacher_state_dict is not None:
             self.model.load_state_dict(teacher_state_dict)
         self.neg_num, self.negatives = neg_num, negatives
+        self.dynamic = None
+        if dynamic:
+            self.dynamic = DynamicNegatives(self.model, n=neg_num, width=self.width, **(dynamic_options or {}))
+        self.total_steps: int | None = None
         self.lambda_t, self.lambda_c = float(lambda_t), float(lambda_c)
         self.pixel_range = float(pixel_range)
         self.contrastive = (contrastive or ContrastiveLoss(reduction=reduction, vgg_weights=vgg_weights)).to(self.device)
@@ -111,7 +124,7 @@ class CSDTrainer:
         self.seed, self.progress = seed, progress
         self.step_count = 0
         self.history: list[dict] = []
-        self.net: nn.Module = JointForward(self.model)
+        self.net: nn.Module = self._make_net()
         self.rank, self.world = 0, 1
         self._setup_distributed()
 
@@ -124,6 +137,10 @@ class CSDTrainer:
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+
+    def _make_net(self) -> nn.Module:
+        """The module run on each batch (wrapped in DDP under torchrun); subclasses may replace it."""
+        return JointForward(self.model)
 
     @property
     def is_main(self) -> bool:
@@ -138,12 +155,18 @@ class CSDTrainer:
         loss = l1_s + self.lambda_t * l1_t
         terms = {"l1_student": l1_s.item(), "l1_teacher": l1_t.item()}
         if self.lambda_c > 0:
-            neg = make_negatives(self.negatives, lr, self.neg_num, self.model.scale)
+            neg = self.make_negatives(lr)
             cl = self.contrastive(student, teacher.detach(), neg)
             loss = loss + self.lambda_c * cl
             terms["contrastive"] = cl.item()
         terms["loss"] = loss.item()
         return loss, terms
+
+    def make_negatives(self, lr: Tensor) -> Negatives:
+        """This step's negatives for the anchors of ``lr`` (the history model's for "dynamic")."""
+        if self.dynamic is not None:
+            return self.dynamic(lr)
+        return make_negatives(self.negatives, lr, self.neg_num, self.model.scale)
 
     def train_step(self, lr: Tensor, hr: Tensor) -> dict[str, float]:
         """One optimizer step; stops with FloatingPointError (before any update) on a non-finite loss."""
@@ -162,6 +185,8 @@ class CSDTrainer:
         if self.scheduler is not None:
             self.scheduler.step()
         self.step_count += 1
+        if self.dynamic is not None:
+            self.dynamic.update(self.model, self.step_count, self.total_steps)
         return terms
 
     # ----------------------------------------------------------------- data
@@ -195,6 +220,7 @@ class CSDTrainer:
             raise ValueError(f"batch_size: expected a multiple of the world size {self.world}, got {batch_size}")
         if len(train_set) == 0:
             raise ValueError("train_set: expected at least one training pair, got an empty dataset")
+        self.total_steps = steps
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.lr_step or max(1, steps // 2), gamma=self.lr_gamma
         )
@@ -225,10 +251,13 @@ class CSDTrainer:
         scores = {"psnr_teacher": [], "psnr_student": []}
         for lr, hr in val_set:
             lr, hr = _as_batch(lr).to(self.device), _as_batch(hr).to(self.device)
-            for key, w in (("psnr_teacher", 1.0), ("psnr_student", self.width)):
-                scores[key].append(psnr_y(self.model(lr, w), hr, crop_border=self.model.scale))
+            for key, out in self._val_outputs(lr).items():
+                scores[key].append(psnr_y(out, hr, crop_border=self.model.scale))
         self.model.train()
         return {k: sum(v) / len(v) for k, v in scores.items() if v}
+
+    def _val_outputs(self, lr: Tensor) -> dict[str, Tensor]:
+        return {"psnr_teacher": self.model(lr, 1.0), "psnr_student": self.model(lr, self.width)}
 
     # ----------------------------------------------------------------- files
     def _log(self, record: dict) -> None:
@@ -255,6 +284,7 @@ class CSDTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "history": self.history,
+            "dynamic": None if self.dynamic is None else self.dynamic.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -269,6 +299,10 @@ class CSDTrainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.step_count = state["step"]
         self.history = list(state["history"])
+        if self.dynamic is not None:
+            if state.get("dynamic") is None:
+                raise ValueError("checkpoint: it has no history model, but the trainer uses negatives='dynamic'")
+            self.dynamic.load_state_dict(state["dynamic"])
 
     def save(self) -> str | None:
         """Write ``out_dir/checkpoint.pt`` atomically (rank 0 only); returns its path."""
