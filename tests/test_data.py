@@ -98,10 +98,7 @@ def test_list_images_sorted_filtered_and_errors(tmp_path):
 @pytest.fixture(scope="module")
 def photos():
     """Eight 60x52 uint8 crops of bundled photographs (HWC numpy, varied content)."""
-    crops = []
-    for _, img in bundled_images("train", max_side=160)[:8]:
-        crops.append(to_uint8(img[:, 10:70, 20:72]).permute(1, 2, 0).numpy())
-    return crops
+    return [to_uint8(img[:, 100:160, 120:172]).permute(1, 2, 0).numpy() for _, img in bundled_images("train")[:8]]
 
 
 def _write(folder, names, arrays):
@@ -214,6 +211,9 @@ def test_paired_folder_matches_by_stem(tmp_path, photos):
         lr, hr = ds[0]
         assert ds.names == ["0001.png", "0002.png"]
         assert torch.equal(to_uint8(hr), _t(photos[0])) and torch.equal(to_uint8(lr), _t(photos[2][:30, :26]))
+    rcan = PairedFolder(_write(tmp_path / "rh", ["baby_HR_x2.png"], photos[:1]),
+                        _write(tmp_path / "rl", ["baby_LRBI_x2.png"], [lr_arrays[0]]), scale=2, progress=False)
+    assert torch.equal(to_uint8(rcan[0][0]), _t(lr_arrays[0]))
     _write(lr_dir, ["0003x2.png"], [photos[4][:30, :26]])
     _write(hr_dir, ["0004.png"], [photos[4]])
     with pytest.raises(ValueError, match=r"HR without LR in .*: \['0004.png'\].*LR without HR in .*\['0003x2.png'\]"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from csd_fast.data import bicubic_downscale, bicubic_upsample, imresize
+from csd_fast.data import bicubic_downscale, bicubic_upsample, imresize, mod_crop
 
 # 4 -> 2 (scale 1/2, antialiased): centre of output pixel 1 is u = 1.5; the stretched kernel
 # 0.5 * k(d / 2) at d = +-0.5, +-1.5, +-2.5, +-3.5 gives (x2) 0.8671875, 0.2265625,
@@ -106,7 +106,7 @@ def test_batched_equals_per_image_and_float32():
 
 
 def test_downscale_needs_divisible_size():
-    with pytest.raises(ValueError, match=r"divisible by scale=3, got 10x9 \(mod-crop to 9x9"):
+    with pytest.raises(ValueError, match=r"divisible by scale=3, got 10x9 \(mod_crop\(hr, 3\) first gives 9x9"):
         bicubic_downscale(torch.rand(3, 10, 9), 3)
     with pytest.raises(ValueError, match="scale must be a positive int, got 2.5"):
         bicubic_downscale(torch.rand(3, 10, 10), 2.5)
@@ -129,3 +129,10 @@ def test_bicubic_upsample_is_pytorch_bicubic_not_matlab():
     assert out.shape == (3, 4, 8)
     assert out[0, 0, 0].item() == pytest.approx(1.10546875 - 2 * 0.10546875, abs=1e-12)
     assert out[0, 0, 0].item() != pytest.approx(imresize(x, scale=2)[0, 0, 0].item(), abs=1e-3)
+
+
+def test_mod_crop_drops_bottom_right():
+    x = torch.arange(7 * 10.).view(1, 7, 10)
+    out = mod_crop(x, 3)
+    assert out.shape == (1, 6, 9) and torch.equal(out, x[:, :6, :9])
+    assert torch.equal(mod_crop(x, 1), x)

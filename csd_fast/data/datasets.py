@@ -3,7 +3,7 @@
 Every dataset is a list of HR images, each with an LR partner that is either given (a file
 or tensor) or generated once per image as ``to_uint8(bicubic_downscale(hr, scale))``
 (MATLAB bicubic, quantized to 8 bit like the LR PNGs of DIV2K). HR is mod-cropped to a
-multiple of ``scale`` (bottom/right rows and columns dropped, as BasicSR ``mod_crop``).
+multiple of ``scale`` (:func:`mod_crop`: bottom/right rows and columns dropped).
 
 * ``patch_size=None``: whole images, no augmentation (validation / benchmarks).
 * ``patch_size=P`` (HR side, divisible by ``scale``): an LR patch of ``P/scale`` at a
@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .imresize import bicubic_downscale
+from .imresize import bicubic_downscale, mod_crop
 from .io import ImageReadError, list_images, load_image, to_uint8
 
 __all__ = ["SRDataset", "PatchDataset", "HRFolder", "PairedFolder", "DIV2K", "BenchmarkSet", "dihedral"]
@@ -78,7 +78,7 @@ class SRDataset(Dataset):
                     raise
                 warnings.warn(f"skipping {name!r}: {e}", stacklevel=2)
                 continue
-            hr = hr[:, : hr.shape[1] - hr.shape[1] % scale, : hr.shape[2] - hr.shape[2] % scale]
+            hr = mod_crop(hr, scale)
             self._check_sizes(name, hr, lr)
             if lr is None:
                 lr = to_uint8(bicubic_downscale(hr.float() / 255, scale))

@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["imresize", "bicubic_downscale", "bicubic_upsample"]
+__all__ = ["imresize", "mod_crop", "bicubic_downscale", "bicubic_upsample"]
 
 
 def _cubic(x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +86,13 @@ def imresize(x: torch.Tensor, scale: float | None = None, size: tuple[int, int] 
     return _resize_dim(out, x.dim() - 1, out_w, sw)
 
 
+def mod_crop(img: torch.Tensor, scale: int) -> torch.Tensor:
+    """Drop bottom rows and right columns of ``[..., H, W]`` so H and W divide by ``scale``
+    (BasicSR ``mod_crop``); a view, no copy."""
+    h, w = img.shape[-2:]
+    return img[..., : h - h % scale, : w - w % scale]
+
+
 def bicubic_downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """LR = MATLAB ``imresize(hr, 1 / scale)``; H and W of ``hr`` must be divisible by ``scale``."""
     if not isinstance(scale, int) or scale < 1:
@@ -93,7 +100,7 @@ def bicubic_downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
         raise ValueError(f"hr height and width must be divisible by scale={scale}, got {h}x{w} "
-                         f"(mod-crop to {h - h % scale}x{w - w % scale} first)")
+                         f"(mod_crop(hr, {scale}) first gives {h - h % scale}x{w - w % scale})")
     return imresize(hr, size=(h // scale, w // scale))
 
 
