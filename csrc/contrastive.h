@@ -5,13 +5,9 @@
 
 #include <tuple>
 
-namespace csd {
+#include "contrastive_math.h"
 
-// Flattened layout: anchor/positive [B, m]; negative k of sample b starts at
-// k * neg_stride_k + b * neg_stride_b (neg_stride_b = 0 for negatives shared by the batch).
-struct Geometry {
-  int64_t B, K, m, neg_stride_k, neg_stride_b;
-};
+namespace csd {
 
 // Checks shapes, dtypes and devices (TORCH_CHECK) and returns the flattened geometry.
 Geometry check_inputs(const at::Tensor& anchor, const at::Tensor& positive, const at::Tensor& negatives);

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "contrastive.h"
-#include "contrastive_math.h"
 
 namespace csd {
 namespace {
@@ -34,11 +33,6 @@ acc_t abs_diff_sum(const scalar_t* x, const scalar_t* y, int64_t len) {
   for (; i < len; ++i) sum += std::abs(acc_t(x[i]) - acc_t(y[i]));
   for (int j = 0; j < kLanes; ++j) sum += lane[j];
   return sum;
-}
-
-template <typename acc_t>
-inline acc_t sign(acc_t x) {
-  return acc_t(x > 0) - acc_t(x < 0);
 }
 
 template <typename scalar_t>

@@ -20,6 +20,18 @@ namespace csd {
 
 constexpr int64_t kChunk = 4096;
 
+// Flattened layout: anchor/positive [B, m]; negative k of sample b starts at
+// k * neg_stride_k + b * neg_stride_b (neg_stride_b = 0 for negatives shared by the batch).
+struct Geometry {
+  int64_t B, K, m, neg_stride_k, neg_stride_b;
+};
+
+// d|x|/dx as autograd defines it (0 at 0).
+template <typename T>
+CSD_HD inline T sign(T x) {
+  return T(x > 0) - T(x < 0);
+}
+
 CSD_HD inline int64_t num_chunks(int64_t m) { return (m + kChunk - 1) / kChunk; }
 
 // Sum of target t of sample b over all chunks, in chunk order.
