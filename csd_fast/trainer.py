@@ -68,6 +68,8 @@ class CSDTrainer:
     ``out_dir``: where ``checkpoint.pt`` and ``log.csv`` go (None: nothing is written).
     """
 
+    log_fields = ("step", "lr", "loss", "l1_student", "l1_teacher", "contrastive", "psnr_teacher", "psnr_student")
+
     def __init__(
         self,
         model: SlimSRModel,
@@ -266,10 +268,9 @@ class CSDTrainer:
             return
         os.makedirs(self.out_dir, exist_ok=True)
         path = os.path.join(self.out_dir, LOG_NAME)
-        fields = ["step", "lr", "loss", "l1_student", "l1_teacher", "contrastive", "psnr_teacher", "psnr_student"]
         new = not os.path.exists(path)
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self.log_fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(record)
