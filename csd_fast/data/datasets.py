@@ -181,10 +181,13 @@ def _folder_pairs(hr_dir, lr_dir, scale: int):
     if unmatched_hr or lr_by_key:
         unmatched_lr = sorted(q.name for q in lr_by_key.values())
         raise ValueError(f"HR/LR files do not pair up by stem (LR may add 'x{scale}'): "
-                         f"HR without LR in {hr_dir}: {unmatched_hr[:10]}"
-                         f"{' ...' if len(unmatched_hr) > 10 else ''}; "
-                         f"LR without HR in {lr_dir}: {unmatched_lr[:10]}{' ...' if len(unmatched_lr) > 10 else ''}")
+                         f"HR without LR in {hr_dir}: {_first(unmatched_hr)}; "
+                         f"LR without HR in {lr_dir}: {_first(unmatched_lr)}")
     return pairs
+
+
+def _first(names: list[str], n: int = 10) -> str:
+    return f"{names[:n]}{f' and {len(names) - n} more' if len(names) > n else ''}"
 
 
 class HRFolder(SRDataset):
