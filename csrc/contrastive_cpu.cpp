@@ -22,6 +22,10 @@ namespace {
 
 constexpr int kLanes = 16;  // independent accumulators, combined in a fixed order
 
+// Work items per task so that each task touches >= 2^16 elements: small taps run inline
+// instead of paying for a parallel region (grouping never changes the results).
+int64_t grain(const Geometry& g) { return std::max<int64_t>(1, (int64_t(1) << 16) / (std::min(g.m, kChunk) * (g.K + 1))); }
+
 template <typename acc_t, typename scalar_t>
 acc_t abs_diff_sum(const scalar_t* x, const scalar_t* y, int64_t len) {
   acc_t lane[kLanes] = {};
@@ -42,7 +46,7 @@ void forward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, con
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t chunks = num_chunks(g.m), K1 = g.K + 1;
   std::vector<acc_t> partial(chunks * g.B * K1);
-  at::parallel_for(0, chunks * g.B, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, chunks * g.B, grain(g), [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       const int64_t c = w / g.B, b = w % g.B, lo = c * kChunk, len = std::min(kChunk, g.m - lo);
       const scalar_t* ab = a + b * g.m + lo;
@@ -65,7 +69,7 @@ void backward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, co
                      const at::opmath_type<scalar_t>* alpha, const at::opmath_type<scalar_t>* beta, scalar_t* ga,
                      scalar_t* gp) {
   using acc_t = at::opmath_type<scalar_t>;
-  at::parallel_for(0, num_chunks(g.m) * g.B, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, num_chunks(g.m) * g.B, grain(g), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> count(kChunk);  // sum_k sign(a - n_k) of the chunk
     for (int64_t w = begin; w < end; ++w) {
       const int64_t c = w / g.B, b = w % g.B, lo = c * kChunk, len = std::min(kChunk, g.m - lo);
@@ -75,11 +79,12 @@ void backward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, co
         const scalar_t* nk = n + k * g.neg_stride_k + b * g.neg_stride_b + lo;
         for (int64_t i = 0; i < len; ++i) count[i] += sign(acc_t(a[off + i]) - acc_t(nk[i]));
       }
+      const acc_t al = alpha[b], be = beta[b];
       for (int64_t i = 0; i < len; ++i) {
-        const acc_t sp = alpha[b] * sign(acc_t(a[off + i]) - acc_t(p[off + i]));
-        ga[off + i] = scalar_t(sp + beta[b] * count[i]);
-        if (gp != nullptr) gp[off + i] = scalar_t(-sp);
+        ga[off + i] = scalar_t(al * sign(acc_t(a[off + i]) - acc_t(p[off + i])) + be * count[i]);
       }
+      if (gp == nullptr) continue;
+      for (int64_t i = 0; i < len; ++i) gp[off + i] = scalar_t(-al * sign(acc_t(a[off + i]) - acc_t(p[off + i])));
     }
   });
 }
