@@ -16,7 +16,10 @@ _EXPORTS = {
     "build_model": "models", "model_names": "models",
     "ContrastiveLoss": "losses", "VGG19Taps": "losses",
     "Negatives": "negatives", "make_negatives": "negatives",
-    "CSDTrainer": "trainer",
+    "CSDTrainer": "trainer", "KDTrainer": "kd",
+    "load_student": "student_io", "save_student": "student_io", "load_model": "student_io",
+    "load_teacher": "convert", "load_teacher_state": "convert",
+    "self_ensemble": "inference", "tiled_forward": "inference",
     "psnr_y": "metrics", "ssim_y": "metrics",
     "accelerate": "fast", "FastStudent": "fast",
 }
