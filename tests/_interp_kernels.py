@@ -22,7 +22,7 @@ MEAN = torch.tensor([0.4488, 0.4371, 0.4040])
 
 def _layer(c_in, c_out, k, dtype, bias=True, scale=None):
     """Weights rounded to ``dtype`` (returned in fp32 for the reference) and their packed form."""
-    w = (torch.randn(c_out, c_in, k, k) * (scale or (c_in * k * k) ** -0.5)).to(dtype).float()
+    w = (torch.randn(c_out, c_in, k, k) * (scale if scale is not None else (c_in * k * k) ** -0.5)).to(dtype).float()
     b = torch.randn(c_out) if bias else None
     return w, b, pack_conv_weight(w, dtype)
 
@@ -129,6 +129,18 @@ def test_pool_epilogue_and_channel_attention_residual(dtype):
     y = ca_residual(x, r, pool, wd, bd, wu, bu)
     s = torch.sigmoid(F.linear(F.relu(F.linear(r_ref.mean((2, 3)), wd, bd)), wu, bu))
     assert_close(y, x.float() + r_ref * s[:, :, None, None], *TOL[dtype], what="ca_residual")
+
+
+def test_fp16_pooling_and_attention_run_in_fp32():
+    """Sums past fp16's range (35 pixels x 3000 > 65504) stay finite: RCAN's fp16 safety."""
+    x = _act(1, 16, 5, 7, torch.float16)
+    _, _, packed = _layer(16, 16, 3, torch.float16, bias=False, scale=0.0)
+    pool = torch.zeros(1, 16)
+    r = conv2d(x, packed, torch.full((16,), 3000.0), pool=pool)
+    assert torch.equal(pool, torch.full((1, 16), 35 * 3000.0))
+    wd, bd, wu, bu = torch.full((2, 16), 1e-3), torch.zeros(2), torch.ones(16, 2), torch.zeros(16)
+    y = ca_residual(x, r, pool, wd, bd, wu, bu)  # s = sigmoid(2 * relu(16 * 3000 * 1e-3)) ~ 1
+    assert_close(y, x.float() + 3000.0, 1.0, 1e-3, what="fp16 attention")
 
 
 def test_ca_residual_one_pixel_and_odd_channels():

@@ -1,0 +1,167 @@
+"""FastStudent (csd_fast.fast): the eager (CPU) backend here, the Triton backend under the interpreter
+(a subprocess, see ``_interp_fast.py``) and on a GPU (``gpu`` mark; skipped without CUDA).
+
+Tolerances vs the exported eager student: fp32 atol=rtol=1e-5 (same ops, same order up to fusions);
+bf16 atol=rtol=5e-2 and fp16 atol=rtol=2e-2 (storage rounding per layer through a tiny network).
+"""
+import pytest
+import torch
+from torch import nn
+
+from csd_fast.fast import SUPPORTED_DTYPES, _windows, accelerate
+from csd_fast.models import build_model
+from _interp_utils import assert_close, run_in_interpreter
+
+TINY = {
+    "edsr": dict(n_feats=32, n_resblocks=2, res_scale=0.5),
+    "rcan": dict(n_feats=32, n_resgroups=2, n_resblocks=2, reduction=8),
+    "carn": dict(n_feats=16),
+}
+TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (5e-2, 5e-2), torch.float16: (2e-2, 2e-2)}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _model(arch, scale, device="cpu", **over):
+    model = build_model(arch, scale=scale, preset=None, **{**TINY[arch], **over}).to(device)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.1)
+    return model
+
+
+def test_triton_backend_under_the_interpreter():
+    run_in_interpreter("_interp_fast.py")
+
+
+@pytest.mark.parametrize("arch", ["edsr", "rcan", "carn"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_eager_backend_matches_the_sliced_model(arch, scale):
+    model = _model(arch, scale)
+    fast = accelerate(model, width=0.5)
+    assert fast.backend == "eager"
+    for shape in [(2, 3, 5, 7), (1, 3, 1, 1)]:
+        x = torch.rand(shape)
+        assert_close(fast(x), model(x, 0.5), *TOL[torch.float32], what=f"{arch} x{scale} {shape}")
+
+
+@pytest.mark.parametrize("arch", ["edsr", "rcan", "carn"])
+def test_eager_backend_bf16(arch):
+    student = _model(arch, 2).export(0.5)
+    x = torch.rand(2, 3, 6, 5)
+    y = accelerate(student, dtype=torch.bfloat16)(x)
+    assert y.dtype == torch.float32  # output in the input's dtype
+    assert_close(y, student(x), *TOL[torch.bfloat16], what=f"{arch} bf16")
+
+
+def test_output_is_a_normal_tensor():
+    fast = accelerate(_model("edsr", 2).export(0.5))
+    y = fast(torch.rand(1, 3, 4, 4))
+    y.clamp_(0, 1)  # would raise for an inference tensor
+    assert not y.is_inference()
+
+
+@pytest.mark.parametrize("size,tile,overlap", [(12, 3, 4), (7, 7, 2), (20, 6, 0), (5, 2, 9)])
+def test_windows_cover_the_image_with_context(size, tile, overlap):
+    covered = []
+    wins = list(_windows(size, tile, overlap))
+    win = min(size, tile + 2 * overlap)
+    for start, end, ws in wins:
+        assert 0 <= ws and ws + win <= size
+        assert ws <= start and end <= ws + win
+        assert start - ws >= min(overlap, start) and ws + win - end >= min(overlap, size - end)
+        covered += range(start, end)
+    assert covered == list(range(size))
+
+
+def test_tiling_is_exact_within_the_receptive_field():
+    """EDSR x4, 1 block: radius 1 + 2 + 1 + 1 + 1/2 + 1/4 < 6 LR pixels."""
+    model = _model("edsr", 4, n_resblocks=1)
+    x = torch.rand(2, 3, 23, 19)
+    one = accelerate(model)(x)
+    assert_close(accelerate(model, tile=5, tile_overlap=6)(x), one, 1e-5, 1e-5, what="tiled")
+    assert not torch.allclose(accelerate(model, tile=5, tile_overlap=2)(x), one, atol=1e-4)
+
+
+def test_tiled_rcan_is_approximate_but_shaped():
+    model = _model("rcan", 2)
+    x = torch.rand(1, 3, 17, 9)
+    y = accelerate(model, tile=6, tile_overlap=3)(x)
+    assert y.shape == (1, 3, 34, 18) and torch.isfinite(y).all()
+
+
+def test_supported_dtypes_are_stated_per_model():
+    for arch in ("edsr", "rcan", "carn"):
+        assert set(SUPPORTED_DTYPES[arch]) == {torch.float32, torch.float16, torch.bfloat16}
+
+
+def test_bad_arguments_are_named():
+    student = _model("edsr", 2).export(0.5)
+    with pytest.raises(TypeError, match="student"):
+        accelerate(nn.Conv2d(3, 3, 3))
+    with pytest.raises(ValueError, match="dtype"):
+        accelerate(student, dtype=torch.float64)
+    with pytest.raises(ValueError, match="backend"):
+        accelerate(student, backend="cudnn")
+    with pytest.raises(ValueError, match="width"):
+        accelerate(student, width=1.5)
+    with pytest.raises(ValueError, match="tile"):
+        accelerate(student, tile=0)
+    with pytest.raises(ValueError, match="tile_overlap"):
+        accelerate(student, tile=4, tile_overlap=-1)
+    fast = accelerate(student)
+    with pytest.raises(ValueError, match="4-D"):
+        fast(torch.rand(3, 4, 4))
+    with pytest.raises(ValueError, match="channels"):
+        fast(torch.rand(1, 4, 4, 4))
+    with pytest.raises(TypeError, match="floating"):
+        fast(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        accelerate(_model("edsr", 2).export(0.5), backend="triton")
+
+
+# ---- GPU: the Triton backend for real ------------------------------------------------------
+
+GPU_TOL = {torch.float32: (2e-2, 2e-2), torch.float16: (2e-2, 2e-2), torch.bfloat16: (6e-2, 6e-2)}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("arch,scale", [("edsr", 4), ("edsr", 3), ("rcan", 2), ("carn", 4)])
+def test_gpu_matches_eager_student(arch, scale, dtype):
+    student = _model(arch, scale, device="cuda").export(0.5)
+    fast = accelerate(student, dtype=dtype)
+    assert fast.backend == "triton"
+    for shape in [(2, 3, 37, 29), (1, 3, 1, 1), (1, 3, 64, 64)]:
+        x = torch.rand(shape, device="cuda")
+        with torch.no_grad():
+            ref = student(x)
+        assert_close(fast(x), ref, *GPU_TOL[dtype], what=f"{arch} x{scale} {dtype} {shape}")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_cuda_graph_replays_new_inputs():
+    student = _model("carn", 2, device="cuda").export(0.5)
+    fast = accelerate(student, dtype=torch.float16)
+    a, b = torch.rand(2, 1, 3, 32, 48, device="cuda")
+    ya, yb = fast(a), fast(b)  # the first call captures, the second replays
+    assert len(fast._graphs) == 1
+    assert_close(fast(a), ya, 0, 0, what="replay a")
+    with torch.no_grad():
+        assert_close(yb, student(b), *GPU_TOL[torch.float16], what="replay b")
+    nograph = accelerate(student, dtype=torch.float16, cuda_graphs=False)
+    assert_close(nograph(b), yb, 1e-3, 1e-3, what="graph vs no graph")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_torch_compile_composes():
+    student = _model("rcan", 4, device="cuda").export(0.5)
+    fast = accelerate(student, dtype=torch.float16, cuda_graphs=False)
+    x = torch.rand(1, 3, 24, 40, device="cuda")
+    compiled = torch.compile(fast, fullgraph=True)
+    assert_close(compiled(x), fast(x), 1e-3, 1e-3, what="compiled")
