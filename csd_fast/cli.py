@@ -1,7 +1,23 @@
-"""The ``csd-fast`` command (also ``python -m csd_fast``): one subcommand per job."""
+"""The ``csd-fast`` command (also ``python -m csd_fast``): one subcommand per job.
+
+This module only wires argparse; each command's logic lives in ``csd_fast.commands.<name>``.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
+from importlib import import_module
+
+from .commands.train import DEFAULTS as TRAIN
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _runner(command: str):
+    def run(args):
+        return import_module(f".commands.{command}", __package__).run(args)
+
+    return run
 
 
 def _add_demo(sub) -> None:
@@ -29,16 +45,165 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _model_file_args(p, what: str) -> None:
+    p.add_argument("--model", required=True, metavar="FILE",
+                   help=f"{what}: a training checkpoint (checkpoint.pt), an exported student (.safetensors), or a "
+                   "teacher state dict from EDSR-PyTorch / BasicSR (EDSR, RCAN) / official CARN / official CSD")
+    p.add_argument("--scale", type=int, default=None, help="scale of a multi-scale CARN checkpoint (else read from the file)")
+    p.add_argument("--res-scale", type=float, default=None,
+                   help="EDSR residual scaling of a foreign checkpoint (default 0.1 for 256 features, else 1.0)")
+    p.add_argument("--rgb-range", type=float, default=None,
+                   help="pixel range a foreign checkpoint was trained on (default: 255 for EDSR-PyTorch/CSD/BasicSR, 1 for CARN)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
+def _tile_args(p) -> None:
+    p.add_argument("--tile", type=int, default=None, metavar="PX",
+                   help="run on LR tiles of PX x PX pixels to bound memory (e.g. 256; default: whole image)")
+    p.add_argument("--tile-overlap", type=int, default=16, metavar="PX",
+                   help="LR pixels of context around each tile (default 16)")
+
+
+def _add_train(sub) -> None:
+    S = argparse.SUPPRESS  # unset flags do not override the config file
+    p = sub.add_parser(
+        "train", help="train a teacher and its channel-splitting student jointly with CSD", formatter_class=_FMT,
+        description="Train a teacher (EDSR/RCAN/CARN) and the student made of its first width*C channels jointly\n"
+        "with contrastive self-distillation. Options come from --config FILE (YAML or JSON, keys = the\n"
+        "option names with underscores, e.g. 'lambda_c: 200') and from flags, which override the file.\n"
+        "Writes OUT/checkpoint.pt (resume with --resume), log.csv, training.png, student.safetensors.\n"
+        "Multi-GPU/CPU: torchrun --nproc_per_node N -m csd_fast train ... (DDP; --batch is the global batch).",
+        epilog="examples:\n"
+        "  csd-fast train --bundled --arch edsr --preset demo --scale 2 --steps 2000 --patch 64 --out runs/demo_edsr\n"
+        "  csd-fast train --config configs/edsr_x4.yaml --div2k data/DIV2K --val Set5 --data-root data/benchmark",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or JSON file of options")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=["edsr", "rcan", "carn"], default=S, help=f"architecture (default {TRAIN['arch']})")
+    g.add_argument("--preset", default=S, help=f"size preset: paper, baseline (EDSR), demo (default {TRAIN['preset']})")
+    g.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE", default=S,
+                   help="override a model argument, e.g. --model-arg n_feats=64 (repeatable)")
+    g.add_argument("--scale", type=int, default=S, help=f"upscaling factor 2, 3 or 4 (default {TRAIN['scale']})")
+    g.add_argument("--width", type=float, default=S, help=f"student width r in (0, 1] (default {TRAIN['width']})")
+    g.add_argument("--teacher", metavar="CKPT", default=S,
+                   help="start from this teacher (checkpoint.pt or a foreign EDSR/RCAN/CARN/CSD state dict) instead of --arch")
+    g.add_argument("--res-scale", type=float, default=S, help="EDSR res_scale of a foreign --teacher (see csd_fast.convert)")
+    g.add_argument("--rgb-range", type=float, default=S, help="pixel range of a foreign --teacher (see csd_fast.convert)")
+    g = p.add_argument_group("loss")
+    g.add_argument("--neg-num", type=int, default=S, help="negatives K (default 10; 5 for --negatives dynamic)")
+    g.add_argument("--negatives", choices=["official", "others", "self-blur", "dynamic"], default=S,
+                   help="how negatives are made (default official: bicubic-upsampled LR images of the batch)")
+    g.add_argument("--lambda-t", type=float, default=S, help=f"weight of the teacher's L1 (default {TRAIN['lambda_t']})")
+    g.add_argument("--lambda-c", type=float, default=S, help="weight of the contrastive loss (default 200; 25.5 for dynamic)")
+    g.add_argument("--reduction", choices=["batch", "sample"], default=S,
+                   help="contrastive mean over the batch (official) or per-sample ratios (paper Eq. 2) (default batch)")
+    g.add_argument("--vgg-weights", metavar="PATH", default=S,
+                   help="torchvision vgg19-dcbb9e9d.pth; without it a random VGG is used, with a warning")
+    g = p.add_argument_group("data")
+    g.add_argument("--bundled", action="store_true", default=S, help="train on the bundled photographs (no download)")
+    g.add_argument("--train-hr", metavar="DIR", default=S, help="folder of HR training images (LR made by MATLAB bicubic)")
+    g.add_argument("--train-lr", metavar="DIR", default=S, help="matching LR folder for --train-hr (optional)")
+    g.add_argument("--div2k", metavar="ROOT", default=S, help="DIV2K root holding DIV2K_train_HR/ (and DIV2K_train_LR_bicubic/)")
+    g.add_argument("--val", nargs="+", metavar="SET", default=S,
+                   help="validation sets: bundled, a folder, or Set5/Set14/B100/Urban100/Manga109 under --data-root")
+    g.add_argument("--data-root", metavar="DIR", default=S, help="folder holding the benchmark sets")
+    g.add_argument("--patch", type=int, default=S, help="HR patch side (default 48*scale, the paper's 48 LR pixels)")
+    g.add_argument("--max-side", type=int, default=S, help="shrink bundled photos to this longer side (faster)")
+    g.add_argument("--strict", action="store_true", default=S, help="stop on a corrupt image file instead of skipping it")
+    g = p.add_argument_group("optimization and output")
+    g.add_argument("--steps", type=int, default=S, help=f"optimizer steps (default {TRAIN['steps']})")
+    g.add_argument("--batch", type=int, default=S, help=f"global batch size (default {TRAIN['batch']})")
+    g.add_argument("--lr", type=float, default=S, help=f"Adam learning rate (default {TRAIN['lr']})")
+    g.add_argument("--lr-step", type=int, default=S, help="halve the learning rate every N steps (default steps/2)")
+    g.add_argument("--max-minutes", type=float, default=S, help="stop (with a checkpoint) after this much time")
+    g.add_argument("--val-every", type=int, default=S, help="validate every N steps (default steps/4)")
+    g.add_argument("--checkpoint-every", type=int, default=S, help=f"checkpoint every N steps (default {TRAIN['checkpoint_every']})")
+    g.add_argument("--out", metavar="DIR", default=S, help=f"output folder (default {TRAIN['out']})")
+    g.add_argument("--resume", action="store_true", default=S, help="continue from OUT/checkpoint.pt if it exists")
+    g.add_argument("--device", default=S, help="cpu, cuda, ... (default: cuda if available)")
+    g.add_argument("--seed", type=int, default=S, help="seed of the initial weights and of every step (default 0)")
+    g.add_argument("--quiet", action="store_true", default=S, help="no progress bars")
+    p.set_defaults(func=_runner("train"))
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="PSNR/SSIM (Y, crop = scale) of teacher and student on test sets", formatter_class=_FMT,
+        description="Evaluate a model file on test sets: PSNR and SSIM on Y (BT.601), crop = scale, as the SR\n"
+        "papers. For a checkpoint: bicubic, the teacher and the student (its recorded width, or --width);\n"
+        "for an exported student: bicubic and the student. Prints the table, writes OUT/eval.csv and eval.json.",
+        epilog="example:\n  csd-fast eval --model runs/train/checkpoint.pt --data Set5 Set14 --data-root data/benchmark --plot",
+    )
+    _model_file_args(p, "model to evaluate")
+    p.add_argument("--data", nargs="+", default=["bundled"], metavar="SET",
+                   help="test sets: bundled (the held-out bundled photos, default), a folder of HR images, or "
+                   "Set5/Set14/B100/Urban100/Manga109 under --data-root")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the benchmark sets")
+    p.add_argument("--width", type=float, nargs="+", metavar="W",
+                   help="student widths to evaluate besides the teacher (default: the checkpoint's)")
+    p.add_argument("--self-ensemble", action="store_true", help="'+' results: mean over 8 flips/transposes (8x slower)")
+    p.add_argument("--plot", action="store_true",
+                   help="also evaluate widths 0.25/0.5/0.75/1.0 and draw PSNR vs params and vs time (OUT/tradeoff.png)")
+    p.add_argument("--max-side", type=int, default=None, help="shrink bundled photos to this longer side")
+    p.add_argument("--strict", action="store_true", help="stop on a corrupt image file instead of skipping it")
+    p.add_argument("--out", default="runs/eval", metavar="DIR", help="where eval.csv/json go (default runs/eval)")
+    _tile_args(p)
+    p.set_defaults(func=_runner("eval"))
+
+
+def _add_upscale(sub) -> None:
+    p = sub.add_parser(
+        "upscale", help="super-resolve image files or folders", formatter_class=_FMT,
+        description="Super-resolve PNG/JPEG/... files and folders with a model file. RGB goes through the network;\n"
+        "an alpha channel is resized with bicubic; greyscale images stay greyscale. Output is 8 bit, same format.",
+        epilog="example:\n  csd-fast upscale photos/ -o photos_x4/ --model student.safetensors --tile 256",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IN", help="image files and/or folders of images")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output folder (same file names), or a file name for a single input image")
+    _model_file_args(p, "model to run")
+    p.add_argument("--width", type=float, default=None,
+                   help="for a checkpoint: width to run (default the checkpoint's student width; 1.0 = teacher)")
+    _tile_args(p)
+    p.add_argument("--fast", action="store_true", help="run through csd_fast.accelerate (fused kernels on CUDA)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_runner("upscale"))
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="save the compact student of a checkpoint as one .safetensors file", formatter_class=_FMT,
+        description="Cut the student (the first width*C channels of every layer) out of a checkpoint into a standalone\n"
+        "model with its own weights, in one safetensors file whose metadata holds its architecture (also written\n"
+        "beside it as .json). Load it with csd_fast.load_student(path); no teacher needed.",
+        epilog="example:\n  csd-fast export --model runs/train/checkpoint.pt --width 0.25 -o student.safetensors",
+    )
+    _model_file_args(p, "checkpoint or teacher")
+    p.add_argument("--width", type=float, default=None, help="student width (default: the checkpoint's)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .safetensors file")
+    p.set_defaults(func=_runner("export"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="csd-fast",
         description="Compress super-resolution networks by contrastive self-distillation and run the student fast.",
+        epilog="run 'csd-fast COMMAND --help' for the options of a command",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_upscale(sub)
+    _add_export(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
+        print(f"csd-fast {args.command}: error: {err}", file=sys.stderr)
+        return 2

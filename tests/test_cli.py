@@ -1,0 +1,179 @@
+"""`csd-fast` train / eval / upscale / export on tiny folders cut from the bundled photos."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from _sr_folders import make_folder, tiny_train_args
+from csd_fast.cli import build_parser, main
+from csd_fast.commands.train import DEFAULTS, resolve_options
+from csd_fast.data import load_image
+from csd_fast.student_io import load_model, load_student
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return {"hr": make_folder(root / "hr", "train", n=4, size=40), "val": make_folder(root / "val", "test", n=2, size=24),
+            "root": root}
+
+
+@pytest.fixture(scope="module")
+def trained(folders):
+    out = folders["root"] / "run"
+    assert main(tiny_train_args(out, folders["hr"], steps=3, val=folders["val"], checkpoint_every=2)) == 0
+    return out
+
+
+def _parse(argv):
+    return build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("command, words", [
+    ("train", ["--config", "--train-hr", "--bundled", "--div2k", "--teacher", "--resume", "torchrun"]),
+    ("eval", ["--self-ensemble", "--plot", "--data-root", "bundled"]),
+    ("upscale", ["--tile", "--tile-overlap", "--fast", "alpha"]),
+    ("export", ["--width", "load_student"]),
+])
+def test_help_explains_each_command(command, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for word in words:
+        assert word in text
+    assert "example" in text
+
+
+def test_config_then_flags(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("arch: rcan\nlambda-c: 50\nbundled: true\nmodel_args: {n_feats: 16}\n")
+    opts = resolve_options(_parse(["train", "--config", str(cfg), "--lambda-c", "7", "--model-arg", "reduction=4"]))
+    assert opts["arch"] == "rcan" and opts["lambda_c"] == 7.0 and opts["bundled"] is True
+    assert opts["model_args"] == {"n_feats": 16, "reduction": 4}
+    assert opts["width"] == DEFAULTS["width"]
+    (tmp_path / "c.json").write_text(json.dumps({"div2k": "x", "steps": 5}))
+    assert resolve_options(_parse(["train", "--config", str(tmp_path / "c.json")]))["steps"] == 5
+
+
+def test_config_errors_name_the_key(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("bundled: true\nlamda_c: 3\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "unknown key 'lamda_c'" in capsys.readouterr().err
+    assert main(["train", "--bundled", "--train-hr", "x"]) == 2
+    assert "exactly one of --train-hr DIR, --div2k ROOT, --bundled" in capsys.readouterr().err
+    assert main(["train", "--bundled", "--model-arg", "n_feats"]) == 2
+    assert "--model-arg: expected KEY=VALUE, got 'n_feats'" in capsys.readouterr().err
+
+
+def test_every_train_flag_is_a_config_key():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    dests = {a.dest for a in train._actions} - {"help", "config", "func"}
+    assert dests == set(DEFAULTS)
+
+
+def test_train_writes_everything(trained):
+    for name in ("checkpoint.pt", "log.csv", "training.png", "student.safetensors", "student.json", "config.json"):
+        assert (trained / name).is_file(), name
+    rows = list(csv.DictReader(open(trained / "log.csv")))
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[-1]["psnr_student"]
+    loaded = load_model(trained / "checkpoint.pt")
+    assert loaded.kind == "checkpoint" and loaded.width == 0.5 and loaded.info["step"] == 3
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(load_student(trained / "student.safetensors")(x), loaded.model(x, 0.5), atol=1e-6, rtol=1e-5)
+
+
+def test_train_skips_corrupt_image_unless_strict(folders, tmp_path):
+    hr = make_folder(tmp_path / "hr", "train", n=2, size=40)
+    (hr / "broken.png").write_bytes((hr / "brick.png").read_bytes()[:100])
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert main(tiny_train_args(tmp_path / "a", hr, steps=1, lambda_c=0)) == 0
+    assert main(tiny_train_args(tmp_path / "b", hr, steps=1, lambda_c=0, strict=True)) == 2
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()
+
+
+def test_export_and_eval(trained, folders, tmp_path, capsys, monkeypatch):
+    import csd_fast.data
+
+    held_out = [(p.stem, load_image(p)) for p in sorted(folders["val"].iterdir())]
+    monkeypatch.setattr(csd_fast.data, "bundled_images", lambda split, max_side=None: held_out)  # decoding the real ones is slow
+    student = tmp_path / "s.safetensors"
+    assert main(["export", "--model", str(trained / "checkpoint.pt"), "--width", "0.25", "-o", str(student)]) == 0
+    assert "width 0.25" in capsys.readouterr().out
+    assert load_student(student).config["n_feats"] == 2
+    assert main(["eval", "--model", str(trained / "checkpoint.pt"), "--data", "bundled", "--max-side", "32",
+                 "--out", str(tmp_path / "ev"), "--plot"]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR / SSIM" in out and "teacher" in out and "student x0.5" in out and "bicubic" in out
+    rows = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert [r["model"] for r in rows] == ["bicubic", "teacher", "student x0.5"]
+    assert all(r["images"] == 2 and 5 < r["psnr"] < 60 and 0 < r["ssim"] <= 1 for r in rows)
+    widths = sorted(r["width"] for r in json.loads((tmp_path / "ev" / "tradeoff.json").read_text()))
+    assert widths == [0.25, 0.5, 0.75, 1.0] and (tmp_path / "ev" / "tradeoff.png").is_file()
+    # an exported student on a folder, with self-ensemble
+    assert main(["eval", "--model", str(student), "--data", str(trained.parent / "val"), "--self-ensemble",
+                 "--out", str(tmp_path / "ev2")]) == 0
+    rows = json.loads((tmp_path / "ev2" / "eval.json").read_text())
+    assert [r["model"] for r in rows] == ["bicubic", "student x0.25+"]
+    assert main(["eval", "--model", str(student), "--width", "0.5", "--out", str(tmp_path / "ev3")]) == 2
+    assert "--width: the model file is an exported student" in capsys.readouterr().err
+
+
+def _inputs(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(rgb).save(folder / "photo.jpg", quality=95)
+    alpha = np.tile(np.linspace(0, 255, 10, dtype=np.uint8), (12, 1))
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rgb[..., 0], "L").save(folder / "grey.png")
+    return folder
+
+
+def test_upscale_files_and_folders(trained, tmp_path):
+    src = _inputs(tmp_path / "in")
+    ckpt = str(trained / "checkpoint.pt")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", ckpt, "--quiet"]) == 0
+    modes = {p.name: Image.open(p).mode for p in (tmp_path / "out").iterdir()}
+    assert modes == {"rgb.png": "RGB", "photo.jpg": "RGB", "rgba.png": "RGBA", "grey.png": "L"}
+    for name in modes:
+        assert Image.open(tmp_path / "out" / name).size == (20, 24)
+    alpha = np.asarray(Image.open(tmp_path / "out" / "rgba.png"))[..., 3].astype(float)
+    assert alpha[:, 0].mean() < 30 and alpha[:, -1].mean() > 225  # the gradient survives, resized
+    # tiles with overlap give the same picture; a single file can go to a file name
+    assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / "t.png"), "--model", ckpt, "--tile", "4",
+                 "--tile-overlap", "8", "--quiet"]) == 0
+    diff = (load_image(tmp_path / "t.png") - load_image(tmp_path / "out" / "rgb.png")).abs().max()
+    assert diff <= 1 / 255 + 1e-6
+
+
+def test_upscale_errors_name_the_problem(trained, tmp_path, capsys):
+    ckpt = str(trained / "checkpoint.pt")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert main(["upscale", str(bad), "-o", str(tmp_path / "o"), "--model", ckpt, "--quiet"]) == 2
+    assert "bad.png" in capsys.readouterr().err
+    assert main(["upscale", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--model", ckpt]) == 2
+    assert "neither an image file nor a folder" in capsys.readouterr().err
+    assert main(["upscale", str(bad), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+
+
+def test_upscale_fast(trained, tmp_path):
+    src = _inputs(tmp_path / "in")
+    ckpt = str(trained / "checkpoint.pt")
+    try:
+        import csd_fast.fast  # noqa: F401
+    except ImportError:
+        assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / "f.png"), "--model", ckpt, "--fast"]) == 2
+        return
+    for flag, name in (([], "e.png"), (["--fast"], "f.png")):
+        assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / name), "--model", ckpt, "--quiet", *flag]) == 0
+    diff = (load_image(tmp_path / "f.png") - load_image(tmp_path / "e.png")).abs().max()
+    assert diff <= 1 / 255 + 1e-6
