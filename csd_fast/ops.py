@@ -27,7 +27,6 @@ from torch import Tensor
 from .losses.reference import (
     REDUCTIONS,
     contrastive_ratio_reference,
-    multi_tap_contrastive_reference,
     negatives_are_shared,
 )
 
@@ -66,9 +65,7 @@ def check_inputs(anchor: Tensor, positive: Tensor, negatives: Tensor, reduction:
     if anchor.dim() < 2 or anchor.numel() == 0:
         raise ValueError(f"anchor: expected a non-empty [B, C, ...] tensor, got shape {tuple(anchor.shape)}")
     if positive.shape != anchor.shape:
-        raise ValueError(
-            f"positive: expected anchor's shape {tuple(anchor.shape)}, got {tuple(positive.shape)}"
-        )
+        raise ValueError(f"positive: expected anchor's shape {tuple(anchor.shape)}, got {tuple(positive.shape)}")
     shared = negatives_are_shared(anchor, negatives)
     per_negative = anchor.shape[1:] if shared else anchor.shape
     if negatives.shape[1:] != per_negative:
@@ -138,24 +135,26 @@ def multi_tap_contrastive(
     eps: float = 1e-7,
 ) -> Tensor:
     """``sum_j weights[j] * CL_j`` over the VGG taps j (fp32 scalar); one op call per tap."""
-    if _C is None:
-        for a, p, n in zip(anchors, positives, negatives):
-            check_inputs(a, p, n, reduction, eps)
-        return multi_tap_contrastive_reference(anchors, positives, negatives, weights, reduction, eps)
     if not (len(anchors) == len(positives) == len(negatives) == len(weights) > 0):
         raise ValueError(
             "anchors, positives, negatives, weights: expected equal non-zero lengths, got "
             f"{len(anchors)}, {len(positives)}, {len(negatives)}, {len(weights)}"
         )
-    return sum(w * contrastive_ratio(a, p, n, reduction, eps) for a, p, n, w in zip(anchors, positives, negatives, weights))
+    taps = zip(anchors, positives, negatives, weights)
+    return sum(w * contrastive_ratio(a, p, n, reduction, eps) for a, p, n, w in taps)
 
 
 def _fake_forward(anchor, positive, negatives, reduction, eps):
     torch._check(positive.shape == anchor.shape, lambda: f"positive: expected shape {anchor.shape}")
     torch._check(negatives.dim() in (anchor.dim(), anchor.dim() + 1), lambda: "negatives: expected [K, (B,) ...]")
+    torch._check(negatives.shape[0] > 0, lambda: "negatives: expected K >= 1")
     acc = torch.float64 if anchor.dtype == torch.float64 else torch.float32
     batch, k = anchor.shape[0], negatives.shape[0]
-    return anchor.new_empty((), dtype=acc), anchor.new_empty((batch,), dtype=acc), anchor.new_empty((k, batch), dtype=acc)
+    return (
+        anchor.new_empty((), dtype=acc),
+        anchor.new_empty((batch,), dtype=acc),
+        anchor.new_empty((k, batch), dtype=acc),
+    )
 
 
 def _fake_backward(grad_loss, anchor, positive, negatives, num, den, reduction, eps, positive_grad):

@@ -24,7 +24,9 @@ constexpr int kLanes = 16;  // independent accumulators, combined in a fixed ord
 
 // Work items per task so that each task touches >= 2^16 elements: small taps run inline
 // instead of paying for a parallel region (grouping never changes the results).
-int64_t grain(const Geometry& g) { return std::max<int64_t>(1, (int64_t(1) << 16) / (std::min(g.m, kChunk) * (g.K + 1))); }
+int64_t grain(const Geometry& g) {
+  return std::max<int64_t>(1, (int64_t(1) << 16) / (std::min(g.m, kChunk) * (g.K + 1)));
+}
 
 template <typename acc_t, typename scalar_t>
 acc_t abs_diff_sum(const scalar_t* x, const scalar_t* y, int64_t len) {
@@ -57,10 +59,7 @@ void forward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, con
       }
     }
   });
-  for (int64_t b = 0; b < g.B; ++b) {
-    num[b] = sum_chunks(partial.data(), chunks, g.B, g.K, b, 0) / acc_t(g.m);
-    for (int64_t k = 0; k < g.K; ++k) den[k * g.B + b] = sum_chunks(partial.data(), chunks, g.B, g.K, b, k + 1) / acc_t(g.m);
-  }
+  for (int64_t idx = 0; idx < g.B * K1; ++idx) write_mean(partial.data(), g, idx, num, den);
   *loss = ratio_loss(num, den, g.B, g.K, per_sample, acc_t(eps));
 }
 

@@ -34,12 +34,18 @@ CSD_HD inline T sign(T x) {
 
 CSD_HD inline int64_t num_chunks(int64_t m) { return (m + kChunk - 1) / kChunk; }
 
-// Sum of target t of sample b over all chunks, in chunk order.
+// Mean of target t = idx / B of sample b = idx % B, its chunk sums added in chunk order,
+// written to num[b] (t = 0) or den[(t - 1) * B + b]; idx runs over [0, B * (K + 1)).
 template <typename T>
-CSD_HD T sum_chunks(const T* partial, int64_t chunks, int64_t B, int64_t K, int64_t b, int64_t t) {
+CSD_HD void write_mean(const T* partial, const Geometry& g, int64_t idx, T* num, T* den) {
+  const int64_t b = idx % g.B, t = idx / g.B;
   T s = 0;
-  for (int64_t c = 0; c < chunks; ++c) s += partial[(c * B + b) * (K + 1) + t];
-  return s;
+  for (int64_t c = 0; c < num_chunks(g.m); ++c) s += partial[(c * g.B + b) * (g.K + 1) + t];
+  if (t == 0) {
+    num[b] = s / T(g.m);
+  } else {
+    den[(t - 1) * g.B + b] = s / T(g.m);
+  }
 }
 
 template <typename T>

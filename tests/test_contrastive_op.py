@@ -5,6 +5,7 @@ values, so losses agree to fp32 rounding for every input dtype (rtol 1e-5); grad
 rounded once to the input dtype, so they agree to that dtype's resolution (fp32 rtol 1e-5,
 fp16 rtol 2e-3, bf16 rtol 1.6e-2), with atol scaled by the largest expected gradient.
 """
+import json
 import os
 import subprocess
 import sys
@@ -251,3 +252,17 @@ def test_cuda_opcheck_and_determinism():
         on_stream = ops.contrastive_ratio(anchor, positive, negatives, "sample")
     stream.synchronize()
     assert torch.equal(on_stream, runs[0][0])
+
+
+def test_bench_quick_writes_results(tmp_path):
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench", "loss.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run(
+        [sys.executable, bench, "--quick", "--threads", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "loss_cpu.json").read_text())
+    assert [r["variant"] for r in report["rows"]] == ["op", "reference", "official"]
+    assert all(r["ms"] > 0 and r["peak_mib"] >= 0 for r in report["rows"]) and report["threads"] == 1
+    assert "| 32 | fp32 | official |" in (tmp_path / "loss_cpu.md").read_text()

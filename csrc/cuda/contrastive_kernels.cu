@@ -93,16 +93,7 @@ template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     forward_finalize(const acc_t* __restrict__ partial, Geometry g, bool per_sample, acc_t eps, acc_t* loss,
                      acc_t* num, acc_t* den) {
-  const int64_t chunks = num_chunks(g.m);
-  for (int64_t idx = threadIdx.x; idx < g.B * (g.K + 1); idx += blockDim.x) {
-    const int64_t b = idx % g.B, t = idx / g.B;
-    const acc_t mean = sum_chunks(partial, chunks, g.B, g.K, b, t) / acc_t(g.m);
-    if (t == 0) {
-      num[b] = mean;
-    } else {
-      den[(t - 1) * g.B + b] = mean;
-    }
-  }
+  for (int64_t idx = threadIdx.x; idx < g.B * (g.K + 1); idx += blockDim.x) write_mean(partial, g, idx, num, den);
   __syncthreads();  // num and den are complete (global writes of this block are visible)
   if (threadIdx.x == 0) *loss = ratio_loss(num, den, g.B, g.K, per_sample, eps);
 }
