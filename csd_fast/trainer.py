@@ -144,6 +144,16 @@ class CSDTrainer:
         """The module run on each batch (wrapped in DDP under torchrun); subclasses may replace it."""
         return JointForward(self.model)
 
+    def _all_ranks_agree(self, flag: bool) -> bool:
+        """``flag`` of any rank, on every rank (a rank leaving the loop alone would hang the others)."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0
@@ -193,10 +203,16 @@ class CSDTrainer:
 
     # ----------------------------------------------------------------- data
     def _batch(self, dataset, batch_size: int) -> tuple[Tensor, Tensor]:
-        """This rank's share of the global batch of step ``step_count + 1`` (seeded by step)."""
-        torch.manual_seed(_step_seed(self.seed, self.step_count + 1))
-        idx = torch.randint(len(dataset), (batch_size,)).tolist()[self.rank :: self.world]
-        pairs = [dataset[i] for i in idx]
+        """This rank's share of the global batch of step ``step_count + 1``. The indices are seeded by
+        the step and each item's random crop/flips by (step, its position in the global batch), so
+        the global batch is the same for any number of ranks."""
+        step_seed = _step_seed(self.seed, self.step_count + 1)
+        torch.manual_seed(step_seed)
+        idx = torch.randint(len(dataset), (batch_size,)).tolist()
+        pairs = []
+        for pos in range(self.rank, batch_size, self.world):
+            torch.manual_seed(_step_seed(step_seed, pos))
+            pairs.append(dataset[idx[pos]])
         lr = torch.stack([p[0] for p in pairs])
         hr = torch.stack([p[1] for p in pairs])
         return lr, hr
@@ -239,7 +255,7 @@ class CSDTrainer:
                 self._log(record)
                 bar.update(1)
                 bar.set_postfix(loss=f"{terms['loss']:.4f}")
-                out_of_time = max_minutes is not None and time.monotonic() - start > 60 * max_minutes
+                out_of_time = max_minutes is not None and self._all_ranks_agree(time.monotonic() - start > 60 * max_minutes)
                 if self.step_count % self.checkpoint_every == 0 or self.step_count == steps or out_of_time:
                     self.save()
                 if out_of_time:

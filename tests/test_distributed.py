@@ -1,0 +1,81 @@
+"""DDP on CPU (gloo, loopback): two ranks on halves of each global batch end with the weights of one
+process on the whole batch, and with identical weights on every rank.
+
+The contrastive term is included with per-sample negatives and ratios (``negatives="self-blur"``,
+``reduction="sample"``): then the mean over the global batch is the mean of the ranks' means,
+which DDP's gradient averaging reproduces. The official setting (negatives drawn from the batch,
+``reduction="batch"``) makes each rank use its half-batch's images and means, so it differs from
+one process on the whole batch by design.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from _sr_folders import make_folder, tiny_train_args
+from csd_fast.checkpoint import load_checkpoint
+from csd_fast.cli import main
+from csd_fast.data import PatchDataset
+from csd_fast.models import build_model
+from csd_fast.trainer import CSDTrainer
+
+STEPS, BATCH = 2, 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(out_path) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    images = [torch.rand(3, 24 + 4 * i, 28, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    data = PatchDataset(images, scale=2, patch_size=16)  # random crops + flips: seeded per item
+    model = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1)
+    trainer = CSDTrainer(model, width=0.5, neg_num=1, negatives="self-blur", reduction="sample", lambda_c=1.0,
+                         lr=1e-3, progress=False)
+    trainer.fit(data, steps=STEPS, batch_size=BATCH)
+    torch.save({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()["state"]}, out_path)
+
+
+def _worker(rank, world, port, folder):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        _train(os.path.join(folder, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_process(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    _train(tmp_path / "single.pt")
+    r0, r1, single = (torch.load(tmp_path / f"{n}.pt") for n in ("rank0", "rank1", "single"))
+    for key in r0["model"]:
+        torch.testing.assert_close(r0["model"][key], r1["model"][key], atol=0, rtol=0)  # ranks in lock-step
+        torch.testing.assert_close(r0["model"][key], single["model"][key], atol=1e-5, rtol=1e-4)
+    initial = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1)
+    assert not torch.equal(initial.state_dict()["head.weight"], r0["model"]["head.weight"])  # it did train
+
+
+def test_torchrun_cli_matches_single_process(tmp_path):
+    hr = make_folder(tmp_path / "hr", n=3, size=32)
+    common = dict(negatives="self-blur", neg_num=1, reduction="sample", device="cpu")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "csd_fast",
+           *tiny_train_args(tmp_path / "ddp", hr, steps=2, **common)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(tiny_train_args(tmp_path / "one", hr, steps=2, **common)) == 0
+    ddp, one = (load_checkpoint(str(tmp_path / d / "checkpoint.pt")) for d in ("ddp", "one"))
+    assert ddp["step"] == one["step"] == 2
+    for key, value in one["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, atol=1e-5, rtol=1e-4)
+    assert (tmp_path / "ddp" / "student.safetensors").is_file()  # rank 0 finished the run's outputs
