@@ -77,7 +77,8 @@ class _EagerOps:
         self.dtype = dtype
         self.mean = mean.view(1, 3, 1, 1).to(dtype)
 
-    def pack(self, conv: nn.Conv2d) -> _Conv:
+    def pack(self, conv: nn.Conv2d, shuffle: int = 1) -> _Conv:
+        """Contiguous weights and bias in ``dtype`` (torch's channel order, whatever ``shuffle``)."""
         w = conv.weight.detach().to(self.dtype).contiguous(memory_format=torch.channels_last)
         b = None if conv.bias is None else conv.bias.detach().to(self.dtype)
         return _Conv(w, b, conv.kernel_size[0])
@@ -121,9 +122,10 @@ class _TritonOps:
         self.dtype = dtype
         self.mean = mean.reshape(3).float().contiguous()
 
-    def pack(self, conv: nn.Conv2d) -> _Conv:
-        b = None if conv.bias is None else conv.bias.detach().float().contiguous()
-        return _Conv(self.k.pack_conv_weight(conv.weight, self.dtype), b, conv.kernel_size[0])
+    def pack(self, conv: nn.Conv2d, shuffle: int = 1) -> _Conv:
+        """K-major weights in ``dtype``, fp32 bias; pixel-shuffle column order for ``shuffle > 1``."""
+        k = self.k
+        return _Conv(k.pack_conv_weight(conv.weight, self.dtype, shuffle), k.pack_conv_bias(conv.bias, shuffle), conv.kernel_size[0])
 
     def conv(self, x, layer, *, out=None, residual=None, res_scale=1.0, relu=False, shuffle=1, sub_mean=False, add_mean=False, pool=None):
         return self.k.conv2d(
@@ -156,7 +158,7 @@ class FastStudent(nn.Module):
         self.channels = model.head.out_channels
         pack = self.ops.pack
         self.head, self.tail = pack(model.head), pack(model.tail)
-        self.up = [(pack(conv), f) for conv, f in zip(model.upsampler.convs, model.upsampler.factors)]
+        self.up = [(pack(conv, f), f) for conv, f in zip(model.upsampler.convs, model.upsampler.factors)]
         self.up_relu = model.upsampler.act
         if self.arch == "edsr":
             self.blocks = [(pack(b.conv1), pack(b.conv2), float(b.res_scale)) for b in model.body]
@@ -284,6 +286,12 @@ class FastStudent(nn.Module):
                 y = self._once(window, self._output(window))
                 out[:, :, ys * s:ye * s, xs * s:xe * s] = y[:, :, (ys - wy) * s:(ye - wy) * s, (xs - wx) * s:(xe - wx) * s]
         return out
+
+    def _apply(self, fn, recurse=True):
+        raise RuntimeError(
+            f"FastStudent is frozen to {self.device} and {self.dtype}: move or cast the student, then call "
+            "accelerate(student, dtype=...) again"
+        )
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, scale={self.scale}, dtype={self.dtype}, backend={self.backend}, device={self.device}, tile={self.tile}"

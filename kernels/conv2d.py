@@ -3,7 +3,10 @@
 GEMM view: ``out[p, co] = sum_{kh,kw,ci} x[p + (kh-k//2, kw-k//2), ci] * Wp[(kh*k+kw)*C_in + ci, co]``
 over pixels ``p`` of one image (rows, BLOCK_M) and output channels (columns, BLOCK_N); the K loop
 walks the k*k taps times C_in/BLOCK_K channel blocks, fp32 accumulation with ``tl.dot``.
-``Wp = pack_conv_weight(W)`` is the weight packed once, K-major ``[k*k*C_in, C_out]``.
+``Wp = pack_conv_weight(W)`` is the weight packed once, K-major ``[k*k*C_in, C_out]``. For a conv
+feeding a pixel shuffle by s its columns (and the bias, ``pack_conv_bias``) are reordered from
+torch's ``co = c*s² + i*s + j`` to ``q = (i*s + j)*C + c`` (C = C_out/s²), so a tile of columns is
+a run of contiguous NHWC channels of one output pixel: coalesced stores.
 
 Tensors are indexed through their strides as logical ``[N, C, H, W]``: channels_last (NHWC) is the
 fast layout, but the head reads the NCHW input and the tail writes the NCHW output directly, and
@@ -16,7 +19,7 @@ Prologue/epilogue, in order (each optional):
     y = residual + res_scale * y
     y = relu(y)
     y = y + mean_out         (tail)
-    out[n, co // s², h*s + (co//s) % s, w*s + co % s] = y   (pixel shuffle by s; s = 1: plain store)
+    out[n, q % C, h*s + (q//C) // s, w*s + (q//C) % s] = y   (pixel shuffle by s; s = 1: plain store)
 """
 from __future__ import annotations
 
@@ -116,20 +119,38 @@ def _conv2d_kernel(
     if SHUFFLE == 1:
         dst = out_ptr + n * son + oh[:, None] * soh + ow[:, None] * sow + co[None, :] * soc
     else:
-        c = co // (SHUFFLE * SHUFFLE)
-        i = (co // SHUFFLE) % SHUFFLE
-        j = co % SHUFFLE
+        c_sh = C_OUT // (SHUFFLE * SHUFFLE)
+        c = co % c_sh
+        i = (co // c_sh) // SHUFFLE
+        j = (co // c_sh) % SHUFFLE
         dst = (out_ptr + n * son + (oh[:, None] * SHUFFLE + i[None, :]) * soh
                + (ow[:, None] * SHUFFLE + j[None, :]) * sow + c[None, :] * soc)
     tl.store(dst, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-def pack_conv_weight(weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """``[C_out, C_in, k, k]`` -> contiguous K-major ``[k*k*C_in, C_out]`` (row ``(kh*k+kw)*C_in + ci``)."""
+def _columns(c_out: int, shuffle: int) -> Tensor:
+    """Packed column ``q = (i*s + j)*C + c`` holds torch's output channel ``c*s² + i*s + j``."""
+    s2 = shuffle * shuffle
+    if c_out % s2:
+        raise ValueError(f"shuffle: expected s*s = {s2} to divide C_out = {c_out}, got shuffle={shuffle}")
+    return torch.arange(c_out).view(c_out // s2, s2).t().reshape(-1)
+
+
+def pack_conv_weight(weight: Tensor, dtype: torch.dtype | None = None, shuffle: int = 1) -> Tensor:
+    """``[C_out, C_in, k, k]`` -> contiguous K-major ``[k*k*C_in, C_out]`` (row ``(kh*k+kw)*C_in + ci``),
+    columns in pixel-shuffle order for ``shuffle > 1`` (see the module doc)."""
     if weight.dim() != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] not in (1, 3):
         raise ValueError(f"weight: expected [C_out, C_in, k, k] with k in (1, 3), got shape {tuple(weight.shape)}")
     c_out, c_in, k, _ = weight.shape
-    return weight.detach().permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).to(dtype or weight.dtype).contiguous()
+    packed = weight.detach().permute(2, 3, 1, 0).reshape(k * k * c_in, c_out)
+    return packed[:, _columns(c_out, shuffle).to(weight.device)].to(dtype or weight.dtype).contiguous()
+
+
+def pack_conv_bias(bias: Tensor | None, shuffle: int = 1) -> Tensor | None:
+    """The bias as contiguous fp32, in the column order of ``pack_conv_weight(..., shuffle)``."""
+    if bias is None:
+        return None
+    return bias.detach()[_columns(bias.shape[0], shuffle).to(bias.device)].float().contiguous()
 
 
 def _check_conv_args(x, weight, bias, out, residual, mean_in, mean_out, pool, shuffle):
@@ -169,7 +190,9 @@ def conv2d_nhwc(
     residual: Optional[Tensor] = None, mean_in: Optional[Tensor] = None, mean_out: Optional[Tensor] = None,
     pool: Optional[Tensor] = None, res_scale: float = 1.0, relu: bool = False, shuffle: int = 1,
 ) -> None:
-    """Write ``conv(x) (+ epilogues, see module doc)`` into ``out``; adds the per-channel sums into ``pool``."""
+    """Write ``conv(x) (+ epilogues, see module doc)`` into ``out``; adds the per-channel sums into ``pool``.
+
+    ``weight`` and ``bias`` come from ``pack_conv_weight`` / ``pack_conv_bias`` with the same ``shuffle``."""
     k = _check_conv_args(x, weight, bias, out, residual, mean_in, mean_out, pool, shuffle)
     n, c_in, h, w = x.shape
     c_out = weight.shape[1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from csd_fast.kernels import ca_residual, conv2d, interpreting, pack_conv_weight
+from csd_fast.kernels import ca_residual, conv2d, interpreting, pack_conv_bias, pack_conv_weight
 from csd_fast.kernels.conv2d import _GPU_TILES, _prune
 from _interp_utils import assert_close
 
@@ -21,7 +21,7 @@ MEAN = torch.tensor([0.4488, 0.4371, 0.4040])
 
 
 def _layer(c_in, c_out, k, dtype, bias=True, scale=None):
-    """Weights rounded to ``dtype`` (returned in fp32 for the reference) and their packed form."""
+    """Weights rounded to ``dtype`` (returned in fp32 for the reference), bias, packed weights."""
     w = (torch.randn(c_out, c_in, k, k) * (scale if scale is not None else (c_in * k * k) ** -0.5)).to(dtype).float()
     b = torch.randn(c_out) if bias else None
     return w, b, pack_conv_weight(w, dtype)
@@ -100,8 +100,8 @@ def test_epilogue_tail_mean_add_into_nchw_output():
 def test_epilogue_pixel_shuffle(s, relu, n, h, w, dtype):
     c = 4
     x = _act(n, 16, h, w, dtype)
-    wt, b, packed = _layer(16, s * s * c, 3, dtype)
-    y = conv2d(x, packed, b, shuffle=s, relu=relu)
+    wt, b, _ = _layer(16, s * s * c, 3, dtype)
+    y = conv2d(x, pack_conv_weight(wt, dtype, shuffle=s), pack_conv_bias(b, shuffle=s), shuffle=s, relu=relu)
     ref = F.pixel_shuffle(F.conv2d(x.float(), wt, b, padding=1), s)
     assert_close(y, F.relu(ref) if relu else ref, *TOL[dtype], what=f"shuffle {s}")
 
@@ -162,6 +162,8 @@ def test_bad_arguments_are_named():
         conv2d(x, packed, b, residual=out, out=out)
     with pytest.raises(ValueError, match="shuffle"):
         conv2d(x, packed, b, shuffle=3)
+    with pytest.raises(ValueError, match="shuffle"):
+        pack_conv_weight(torch.randn(6, 4, 3, 3), shuffle=2)
     with pytest.raises(TypeError, match="x"):
         conv2d(x.double(), packed, b)
     with pytest.raises(ValueError, match="weight"):

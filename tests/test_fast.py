@@ -114,6 +114,8 @@ def test_bad_arguments_are_named():
         fast(torch.rand(1, 4, 4, 4))
     with pytest.raises(TypeError, match="floating"):
         fast(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="accelerate"):
+        fast.half()
 
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
@@ -165,3 +167,22 @@ def test_gpu_torch_compile_composes():
     x = torch.rand(1, 3, 24, 40, device="cuda")
     compiled = torch.compile(fast, fullgraph=True)
     assert_close(compiled(x), fast(x), 1e-3, 1e-3, what="compiled")
+
+
+def test_speed_bench_quick_writes_results(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from _interp_utils import ROOT
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    (js,) = tmp_path.glob("speed_*.json")
+    result = json.loads(js.read_text())
+    assert {r["model"] for r in result["rows"]} == {"edsr w0.5", "edsr w0.25", "rcan w0.25", "carn w0.5"}
+    for row in result["rows"]:
+        assert row["ms"]["fast"] > 0 and row["speedup"]["exported"] > 0 and row["max_err"] < 1e-4
+    assert result["meta"]["torch"] == torch.__version__
+    assert "| model |" in js.with_suffix(".md").read_text()

@@ -23,13 +23,13 @@ def test_kernels_under_the_interpreter():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("c_in,c_out,k,s", [(3, 64, 3, 1), (64, 64, 3, 1), (64, 256, 3, 2), (64, 3, 3, 1), (256, 64, 1, 1)])
 def test_conv_on_gpu(c_in, c_out, k, s, dtype):
-    from csd_fast.kernels import conv2d, pack_conv_weight
+    from csd_fast.kernels import conv2d, pack_conv_bias, pack_conv_weight
 
     x = torch.randn(2, c_in, 37, 53, device="cuda").to(dtype).contiguous(memory_format=torch.channels_last)
     w = (torch.randn(c_out, c_in, k, k, device="cuda") * (c_in * k * k) ** -0.5).to(dtype)
     b = torch.randn(c_out, device="cuda")
     res = torch.randn(2, c_out // s**2, 37 * s, 53 * s, device="cuda").to(dtype) if s == 1 else None
-    y = conv2d(x, pack_conv_weight(w), b, residual=res, res_scale=0.5, relu=True, shuffle=s)
+    y = conv2d(x, pack_conv_weight(w, shuffle=s), pack_conv_bias(b, shuffle=s), residual=res, res_scale=0.5, relu=True, shuffle=s)
     ref = F.conv2d(x.float(), w.float(), b, padding=k // 2)
     ref = F.pixel_shuffle(ref, s) if s > 1 else res.float() + 0.5 * ref
     assert_close(y, F.relu(ref), *GPU_TOL[dtype], what=f"conv {dtype}")
