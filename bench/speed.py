@@ -1,0 +1,243 @@
+"""Inference speed of the fast student (``csd_fast.fast.accelerate``) against its baselines.
+
+For each student (EDSR paper model at widths 0.5 and 0.25, RCAN at 0.25, CARN at 0.5), scale
+(x2, x4) and size (LR inputs giving 720p and 1080p outputs on CUDA), ms/image (median of
+``--repeats`` after warm-up) of:
+
+- ``fast``: ``FastStudent`` (Triton kernels + CUDA graphs on CUDA; the eager channels_last path on CPU);
+- ``official``: the full model sliced at every call, ``model(x, width)``, as the official code runs it;
+- ``exported``: the eager exported student, channels_last, same dtype;
+- ``compiled``: ``torch.compile(exported, mode="max-autotune")`` (CUDA only here);
+- ``teacher``: the full model (width 1.0) in eager fp32;
+
+with the speedup of ``fast`` over each, its achieved conv TFLOP/s (FLOPs counted from the model's
+convs on the meta device) and fraction of the device's dense peak, and ``max_err``: max |fast -
+exported| on the benchmark input. Results go to ``bench/results/speed_<device>.json`` and ``.md``.
+
+    python bench/speed.py                  # CUDA: 720p/1080p outputs, fp16; CPU: LR 32x32, fp32
+    python bench/speed.py --quick --out /tmp/x   # tiny demo-size models, one scale, one repeat
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from csd_fast.fast import accelerate
+from csd_fast.models import build_model, model_from_config
+
+# Dense tensor-core peaks in TFLOP/s (fp16/bf16 with fp32 accumulation; fp32 runs as TF32),
+# matched by substring of the device name, first match wins.
+PEAKS = [
+    ("H100 PCIe", {"fp16": 756, "bf16": 756, "fp32": 378}),
+    ("H100", {"fp16": 989, "bf16": 989, "fp32": 494}),
+    ("H200", {"fp16": 989, "bf16": 989, "fp32": 494}),
+    ("A100", {"fp16": 312, "bf16": 312, "fp32": 156}),
+    ("L40S", {"fp16": 362, "bf16": 362, "fp32": 183}),
+    ("L4", {"fp16": 121, "bf16": 121, "fp32": 60}),
+]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+STUDENTS = [("edsr", 0.5), ("edsr", 0.25), ("rcan", 0.25), ("carn", 0.5)]
+BASELINES = ("official", "exported", "compiled", "teacher")
+OUTPUTS = {"720p": (720, 1280), "1080p": (1080, 1920)}
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})"
+
+
+def peak_tflops(name: str, dtype: str):
+    for key, peaks in PEAKS:
+        if key in name:
+            return peaks[dtype]
+    return None
+
+
+def conv_flops(model: nn.Module, lr_shape) -> int:
+    """2 * MACs of every conv of ``model`` (at width 1.0) at ``lr_shape``, counted on the meta device."""
+    with torch.device("meta"):
+        meta = model_from_config(model.arch, model.config)
+    total = 0
+
+    def count(mod, inp, out):
+        nonlocal total
+        total += 2 * out.numel() * inp[0].shape[1] * mod.kernel_size[0] * mod.kernel_size[1]
+
+    hooks = [m.register_forward_hook(count) for m in meta.modules() if isinstance(m, nn.Conv2d)]
+    meta(torch.empty(lr_shape, device="meta"))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def median_ms(fn, x, repeats: int, warmup: int) -> float:
+    """Median wall time of ``fn(x)`` in ms (CUDA events on CUDA)."""
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        if x.is_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(x)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def run_case(arch, width, scale, lr_hw, args, device, dtype, teachers):
+    """One row: the timings (ms) of fast and every baseline that runs here, plus FLOPs and error."""
+    torch.manual_seed(0)
+    model = build_model(arch, scale=scale, preset=args.preset).to(device).eval()
+    student = model.export(width)
+    x = torch.rand(1, 3, *lr_hw, device=device)
+    xd = x.to(dtype)
+    ms, notes = {}, {}
+    with torch.inference_mode():
+        fast = accelerate(student, dtype=dtype)
+        y_fast = fast(x)
+        ms["fast"] = median_ms(fast, x, args.repeats, args.warmup)
+
+        model.to(dtype)
+        ms["official"] = median_ms(lambda t: model(t, width), xd, args.repeats, args.warmup)
+        model.float()
+        exported = student.to(dtype=dtype, memory_format=torch.channels_last)
+        x_cl = xd.contiguous(memory_format=torch.channels_last)
+        max_err = (y_fast.float() - exported(x_cl).float()).abs().max().item()
+        ms["exported"] = median_ms(exported, x_cl, args.repeats, args.warmup)
+
+    if device.type == "cuda" and not args.no_compile:
+        try:
+            compiled = torch.compile(exported, mode="max-autotune", dynamic=False)
+            with torch.inference_mode():
+                ms["compiled"] = median_ms(compiled, x_cl, args.repeats, max(args.warmup, 2))
+        except Exception as err:  # a failed compile is a result to report, not a crash
+            notes["compiled"] = f"failed: {type(err).__name__}: {str(err)[:200]}"
+    else:
+        notes["compiled"] = "skipped (CUDA only)" if device.type != "cuda" else "skipped (--no-compile)"
+
+    key = (arch, scale, lr_hw)
+    if key not in teachers:
+        with torch.inference_mode():
+            teachers[key] = median_ms(lambda t: model(t, 1.0), x, args.repeats, args.warmup)
+    ms["teacher"] = teachers[key]
+    if device.type != "cuda":
+        notes["fast"] = "eager channels_last backend (Triton rows need CUDA)"
+    return ms, notes, conv_flops(student, (1, 3, *lr_hw)), max_err
+
+
+def lr_sizes(args, device, scale):
+    if args.quick:
+        return {"LR 16x16": (16, 16)}
+    if device.type == "cuda":
+        return {name: (h // scale, w // scale) for name, (h, w) in OUTPUTS.items()}
+    return {"LR 32x32": (32, 32)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny: demo-size models, x2, LR 16x16, 1 repeat")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on CUDA, fp32 on CPU")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile max-autotune baseline")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
+    dtype = DTYPES[dtype_name]
+    args.preset = "demo" if args.quick else "paper"
+    args.repeats = args.repeats or (1 if args.quick else 10 if device.type == "cuda" else 3)
+    args.warmup = args.warmup if args.warmup is not None else (1 if device.type != "cuda" else 3)
+    scales = (2,) if args.quick else (2, 4)
+    name = device_name(device)
+    peak = peak_tflops(name, dtype_name)
+
+    rows, teachers = [], {}
+    for arch, width in STUDENTS:
+        for scale in scales:
+            for size, lr_hw in lr_sizes(args, device, scale).items():
+                ms, notes, flops, err = run_case(arch, width, scale, lr_hw, args, device, dtype, teachers)
+                tflops = flops / (ms["fast"] * 1e-3) / 1e12
+                rows.append(dict(
+                    model=f"{arch} w{width}", scale=scale, size=size, lr=list(lr_hw), gflop=flops / 1e9, ms=ms,
+                    speedup={b: ms[b] / ms["fast"] for b in BASELINES if b in ms}, tflops=tflops,
+                    peak_fraction=None if peak is None else tflops / peak, max_err=err, notes=notes,
+                ))
+                print(_row_text(rows[-1]), flush=True)
+
+    meta = dict(
+        device=name, dtype=dtype_name, torch=torch.__version__, triton=_triton_version(), preset=args.preset,
+        repeats=args.repeats, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        peak_tflops=peak, quick=args.quick, cpu_threads=torch.get_num_threads(),
+        load_average=[round(v, 2) for v in os.getloadavg()],  # a busy shared machine skews CPU timings
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "speed_" + re.sub(r"[^A-Za-z0-9]+", "_", "cpu" if device.type == "cpu" else name).strip("_")
+    (args.out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+    (args.out / f"{stem}.md").write_text(_markdown(meta, rows))
+    print(f"wrote {args.out / stem}.json and .md")
+    return rows
+
+
+def _triton_version():
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def _fmt(v, spec=".2f"):
+    return "-" if v is None else format(v, spec)
+
+
+def _row_text(r):
+    ms = "  ".join(f"{k} {_fmt(r['ms'].get(k))}" for k in ("fast",) + BASELINES)
+    sp = "  ".join(f"x{_fmt(r['speedup'].get(k))} vs {k}" for k in BASELINES)
+    return f"{r['model']:<10} x{r['scale']} {r['size']:<8} ms: {ms} | {sp} | {r['tflops']:.3f} TFLOP/s"
+
+
+def _markdown(meta, rows):
+    lines = [
+        f"# Fast student speed: {meta['device']}",
+        "",
+        f"{meta['date']}, torch {meta['torch']}, triton {meta['triton']}, {meta['dtype']}, preset {meta['preset']}, "
+        f"median of {meta['repeats']}; peak {meta['peak_tflops'] or 'unknown'} TFLOP/s; {meta['cpu_threads']} CPU threads, "
+        f"load average {meta['load_average']}. `python bench/speed.py`.",
+        "",
+        "| model | scale | size | GFLOP | fast ms | official ms | exported ms | compiled ms | teacher fp32 ms "
+        "| vs official | vs exported | vs compiled | vs teacher | TFLOP/s | % peak | max err |",
+        "|" + "---|" * 16,
+    ]
+    for r in rows:
+        ms, sp = r["ms"], r["speedup"]
+        pct = None if r["peak_fraction"] is None else 100 * r["peak_fraction"]
+        lines.append(
+            f"| {r['model']} | x{r['scale']} | {r['size']} | {r['gflop']:.1f} | {_fmt(ms['fast'])} | "
+            + " | ".join(_fmt(ms.get(b)) for b in BASELINES) + " | "
+            + " | ".join(_fmt(sp.get(b)) for b in BASELINES)
+            + f" | {r['tflops']:.3f} | {_fmt(pct, '.1f')} | {r['max_err']:.2g} |"
+        )
+    notes = sorted({f"{k}: {v}" for r in rows for k, v in r["notes"].items()})
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
