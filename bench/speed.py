@@ -15,7 +15,9 @@ convs on the meta device) and fraction of the device's dense peak, and ``max_err
 exported| on the benchmark input. Results go to ``bench/results/speed_<device>.json`` and ``.md``.
 
     python bench/speed.py                  # CUDA: 720p/1080p outputs, fp16; CPU: LR 32x32, fp32
+    python bench/speed.py --threads 1      # the committed CPU results (a busy 2-core machine)
     python bench/speed.py --quick --out /tmp/x   # tiny demo-size models, one scale, one repeat
+    python bench/speed.py --students edsr:0.25 --scales 4 --no-compile   # a subset
 """
 from __future__ import annotations
 
@@ -155,20 +157,27 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile max-autotune baseline")
+    p.add_argument("--students", type=_students, default=STUDENTS, help="arch:width,... (default: all four)")
+    p.add_argument("--scales", type=lambda s: tuple(int(v) for v in s.split(",")), default=None, help="e.g. 2,4")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's); 1 is steadier on a busy shared machine, where OpenMP "
+                        "barriers of several threads stall")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
     dtype = DTYPES[dtype_name]
     args.preset = "demo" if args.quick else "paper"
     args.repeats = args.repeats or (1 if args.quick else 10 if device.type == "cuda" else 3)
     args.warmup = args.warmup if args.warmup is not None else (1 if device.type != "cuda" else 3)
-    scales = (2,) if args.quick else (2, 4)
+    scales = args.scales or ((2,) if args.quick else (2, 4))
     name = device_name(device)
     peak = peak_tflops(name, dtype_name)
 
     rows, teachers = [], {}
-    for arch, width in STUDENTS:
+    for arch, width in args.students:
         for scale in scales:
             for size, lr_hw in lr_sizes(args, device, scale).items():
                 ms, notes, flops, err = run_case(arch, width, scale, lr_hw, args, device, dtype, teachers)
@@ -192,6 +201,14 @@ def main(argv=None):
     (args.out / f"{stem}.md").write_text(_markdown(meta, rows))
     print(f"wrote {args.out / stem}.json and .md")
     return rows
+
+
+def _students(text: str):
+    """``"edsr:0.25,rcan:0.25"`` -> ``[("edsr", 0.25), ("rcan", 0.25)]``."""
+    try:
+        return [(arch, float(width)) for arch, width in (item.split(":") for item in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected arch:width[,arch:width...], got {text!r}") from None
 
 
 def _triton_version():

@@ -7,7 +7,8 @@ the input's dtype) through one of two backends, built once from the model's laye
   weights packed once. The head reads the NCHW input and subtracts the mean on load; the tail
   adds the mean and writes the NCHW output; residuals, ReLUs and pixel shuffles are epilogues;
   CARN's concatenations are slices of preallocated buffers (never copied by ``torch.cat``). On
-  CUDA each input shape is captured once in a CUDA graph and replayed.
+  CUDA each input shape and dtype is captured once in a CUDA graph (kept for the module's life)
+  and replayed.
 - ``"eager"``: the same layer plan on PyTorch ops (channels_last, contiguous weights in the
   compute dtype, ``inference_mode``): the CPU path.
 
@@ -15,7 +16,7 @@ the input's dtype) through one of two backends, built once from the model's laye
 needs ``TRITON_INTERPRET=1`` (set before ``csd_fast.kernels`` is first imported).
 
 Dtypes (``SUPPORTED_DTYPES``): fp32, fp16 and bf16 for EDSR, RCAN and CARN. Accumulation is fp32
-in every conv. RCAN's channel attention (pooling, the two 1x1 convs, the sigmoid) always runs in
+in every conv; fp32 runs on TF32 tensor cores on a GPU (as cuDNN convs do by default). RCAN's channel attention (pooling, the two 1x1 convs, the sigmoid) always runs in
 fp32 on both backends, so fp16 cannot overflow there; its residual stream is stored in the compute
 dtype as in the eager model, which for large trained RCANs can exceed fp16's range (65504):
 prefer bf16 for those.

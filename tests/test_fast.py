@@ -176,7 +176,7 @@ def test_speed_bench_quick_writes_results(tmp_path):
 
     from _interp_utils import ROOT
 
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--quick", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--quick", "--threads", "1", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     (js,) = tmp_path.glob("speed_*.json")
