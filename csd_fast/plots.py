@@ -21,9 +21,13 @@ def _pyplot():
 
 
 def read_log(log_csv) -> list[dict[str, float]]:
-    """Rows of a trainer ``log.csv`` as floats (empty cells dropped)."""
+    """Rows of a trainer ``log.csv`` as floats (empty cells dropped), one per step in step order.
+
+    A run killed and resumed logs the steps after its last checkpoint twice; the later row wins.
+    """
     with open(log_csv, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    return sorted({r["step"]: r for r in rows if "step" in r}.values(), key=lambda r: r["step"])
 
 
 def _series(rows, key):

@@ -177,3 +177,38 @@ def test_upscale_fast(trained, tmp_path):
         assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / name), "--model", ckpt, "--quiet", *flag]) == 0
     diff = (load_image(tmp_path / "f.png") - load_image(tmp_path / "e.png")).abs().max()
     assert diff <= 1 / 255 + 1e-6
+
+
+def test_data_sources_resolve(folders, tmp_path, monkeypatch):
+    import csd_fast.data
+    from csd_fast.commands.common import eval_sets
+    from csd_fast.commands.train import _train_set
+
+    div2k = tmp_path / "DIV2K"
+    make_folder(div2k / "DIV2K_train_HR", n=2, size=40)
+    bench = tmp_path / "benchmark"
+    make_folder(bench / "Set5" / "HR", "test", n=2, size=24)
+    opts = dict(DEFAULTS, div2k=str(div2k), patch=16, quiet=True)
+    ds = _train_set(opts, 2)
+    assert len(ds) == 2 and ds[0][1].shape == (3, 16, 16)
+    monkeypatch.setattr(csd_fast.data, "bundled_images", lambda split, max_side=None: [("a", torch.rand(3, 20, 20))])
+    assert len(_train_set(dict(DEFAULTS, bundled=True, patch=8), 2)) == 1
+    sets = eval_sets(["Set5", "bundled", str(folders["val"])], 2, data_root=bench)
+    assert [(name, len(d)) for name, d in sets] == [("Set5", 2), ("bundled", 1), ("val", 2)]
+    with pytest.raises(ValueError, match="benchmark names need --data-root"):
+        eval_sets(["Set14"], 2)
+
+
+def test_train_from_a_foreign_teacher(folders, tmp_path):
+    from test_convert import edsr_pytorch_state
+
+    from csd_fast.models import build_model
+
+    teacher = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1, res_scale=1.0)
+    torch.save({"state_dict": edsr_pytorch_state(teacher)}, tmp_path / "edsr_x2.pt")
+    args = tiny_train_args(tmp_path / "run", folders["hr"], steps=1, lambda_c=0, teacher=tmp_path / "edsr_x2.pt",
+                           lr="1e-12")
+    assert main(args) == 0
+    got = load_model(tmp_path / "run" / "checkpoint.pt").model.state_dict()
+    for key, value in teacher.state_dict().items():  # training started from the converted teacher
+        torch.testing.assert_close(got[key], value, atol=1e-5, rtol=1e-4)

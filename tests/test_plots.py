@@ -35,6 +35,11 @@ def test_plot_training(tmp_path, with_val):
     assert out.exists() and _is_png_with_content(out)
 
 
+def test_read_log_keeps_the_resumed_rows(tmp_path):
+    (tmp_path / "log.csv").write_text("step,loss\n1,5\n2,4\n3,3\n2,4.5\n3,3.5\n4,2\n")  # killed after 3, resumed from 1
+    assert [(r["step"], r["loss"]) for r in read_log(tmp_path / "log.csv")] == [(1, 5), (2, 4.5), (3, 3.5), (4, 2)]
+
+
 def test_plot_training_empty_log(tmp_path):
     (tmp_path / "log.csv").write_text("step,loss\n")
     with pytest.raises(ValueError, match="no rows"):

@@ -78,7 +78,10 @@ def run(args) -> int:
     scale = loaded.model.scale
     sets = eval_sets(args.data, scale, args.data_root, args.strict, args.max_side)
     out_dir = Path(args.out)
-    widths = args.width or ([None] if loaded.kind == "student" else sorted({1.0, loaded.width or 1.0}, reverse=True))
+    if loaded.kind == "student":
+        widths = args.width or [None]
+    else:
+        widths = sorted({1.0, *(args.width or [loaded.width or 1.0])}, reverse=True)
     rows = []
     for label, width, fn, params in _networks(loaded, widths, args.self_ensemble):
         for name, dataset in sets:
