@@ -37,15 +37,23 @@ def evaluate(fn, dataset, scale: int, device, tile=None, overlap=16, ensemble=Fa
 
 
 def _networks(loaded, widths, ensemble: bool):
-    """``[(label, width, fn, params)]``: bicubic, then each width (teacher = 1.0) of the model file."""
-    suffix = "+" if ensemble else ""
-    scale = loaded.model.scale
-    nets = [("bicubic", 0.0, lambda x: imresize(x, scale=scale), 0)]
+    """``[(label, width, fn, params)]`` for each width of the model file (teacher = 1.0)."""
+    nets = []
     for w in widths:
         net, width = network_at(loaded, w)
-        label = ("teacher" if width == 1.0 and loaded.kind != "student" else f"student x{width:g}") + suffix
+        label = ("teacher" if width == 1.0 and loaded.kind != "student" else f"student x{width:g}") + ("+" if ensemble else "")
         nets.append((label, width, net, sum(p.numel() for p in net.parameters())))
     return nets
+
+
+def _rows(nets, sets, scale, device, args) -> list[dict]:
+    """One row per (network, dataset); bicubic (width 0) never self-ensembles."""
+    rows = []
+    for label, width, fn, params in nets:
+        for name, dataset in sets:
+            scores = evaluate(fn, dataset, scale, device, args.tile, args.tile_overlap, args.self_ensemble and width > 0)
+            rows.append({"dataset": name, "model": label, "width": width, "params": params, **scores})
+    return rows
 
 
 def format_table(rows: list[dict], scale: int) -> str:
@@ -75,6 +83,8 @@ def _write(rows: list[dict], out_dir: Path, stem: str) -> None:
 def run(args) -> int:
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device, **model_hints(args))
+    if args.plot and loaded.kind == "student":
+        raise ValueError("--plot: needs a checkpoint or teacher (a student file has only its own width)")
     scale = loaded.model.scale
     sets = eval_sets(args.data, scale, args.data_root, args.strict, args.max_side)
     out_dir = Path(args.out)
@@ -82,11 +92,8 @@ def run(args) -> int:
         widths = args.width or [None]
     else:
         widths = sorted({1.0, *(args.width or [loaded.width or 1.0])}, reverse=True)
-    rows = []
-    for label, width, fn, params in _networks(loaded, widths, args.self_ensemble):
-        for name, dataset in sets:
-            scores = evaluate(fn, dataset, scale, device, args.tile, args.tile_overlap, args.self_ensemble and width > 0)
-            rows.append({"dataset": name, "model": label, "width": width, "params": params, **scores})
+    bicubic = ("bicubic", 0.0, lambda x: imresize(x, scale=scale), 0)
+    rows = _rows([bicubic, *_networks(loaded, widths, args.self_ensemble)], sets, scale, device, args)
     print(f"{args.model}: {loaded.model.arch} ({loaded.kind}), PSNR-Y / SSIM-Y, crop {scale}")
     print(format_table(rows, scale))
     _write(rows, out_dir, "eval")
@@ -94,16 +101,9 @@ def run(args) -> int:
     if args.plot:
         from ..plots import plot_tradeoff
 
-        if loaded.kind == "student":
-            raise ValueError("--plot: needs a checkpoint or teacher (a student file has only its own width)")
-        plot_rows = [r for r in rows if r["model"] != "bicubic" and r["width"] in PLOT_WIDTHS]
-        for w in PLOT_WIDTHS:
-            if any(r["width"] == w for r in plot_rows):
-                continue
-            (label, width, fn, params), = _networks(loaded, [w], args.self_ensemble)[1:]
-            for name, dataset in sets:
-                scores = evaluate(fn, dataset, scale, device, args.tile, args.tile_overlap, args.self_ensemble)
-                plot_rows.append({"dataset": name, "model": label, "width": width, "params": params, **scores})
+        done = [r for r in rows if r["width"] in PLOT_WIDTHS]
+        todo = [w for w in PLOT_WIDTHS if w not in {r["width"] for r in done}]
+        plot_rows = done + _rows(_networks(loaded, todo, args.self_ensemble), sets, scale, device, args)
         _write(plot_rows, out_dir, "tradeoff")
         print(f"wrote {plot_tradeoff(plot_rows, out_dir / 'tradeoff.png')}")
     return 0
