@@ -161,6 +161,7 @@ def main(argv=None):
         print(json.dumps(result))
         return
 
+    load = round(os.getloadavg()[0], 2)  # the machine may be shared: timings are only as quiet as it was
     rows = []
     for patch in map(int, args.patches.split(",")):
         for dtype in args.dtypes.split(","):
@@ -182,19 +183,21 @@ def main(argv=None):
         "backend": ops.backend(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "threads": args.threads,
+        "load_average_1min_at_start": load,
         "batch": args.batch,
         "k": args.k,
         "repeats": args.repeats,
         "taps": [f"{name}: {c}ch /{s}" for name, c, s in TAPS],
         "weights": WEIGHTS,
         "memory": memory,
-        "command": "python bench/loss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python bench/loss.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     md = "\n".join([
         f"# Contrastive loss (5 VGG19 taps), fwd+bwd: native op vs eager — {meta['device_name']}",
         "",
         f"torch {meta['torch']}, op backend {meta['backend']}, {args.threads} threads, B = {args.batch}, "
-        f"K = {args.k} shared negatives, median of {args.repeats} runs, {meta['date']}.",
+        f"K = {args.k} shared negatives, median of {args.repeats} runs, {meta['date']}, "
+        f"1-min load average at start {load} (shared machine).",
         f"Peak memory: {memory}. `official` = official CSD `L1_forward` (negatives repeated to [K, B, ...]);",
         "`reference` = csd_fast's eager spec; ratios are variant / op (higher = op better).",
         "",

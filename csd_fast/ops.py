@@ -9,12 +9,13 @@ For one tap with anchor ``a`` (student), positive ``p`` (teacher) and K negative
 ``[K, B, ...]`` (one per anchor) or ``[K, ...]`` (shared by the batch, broadcast).
 Negatives are constants: they never receive a gradient (the official code detaches them).
 
-The native backend is the custom op ``torch.ops.csd_fast.contrastive_ratio`` from
+The native backend is the custom op ``torch.ops.csd_fast.contrastive_loss`` from
 ``csd_fast._C`` (schema and CPU/CUDA kernels in ``csrc/``; its fake kernel and autograd are
-registered here, so it works under ``torch.compile``). Its forward reads every input once
-and returns the loss with the per-sample terms; its backward op writes grad_anchor and, only
-when the positive requires grad, grad_positive. Without ``_C`` every call runs the eager
-reference (``csd_fast.losses.reference``) and a warning at import says so.
+registered here, so it works under ``torch.compile``). One call takes all taps: its forward
+reads every input once and returns the weighted loss with each tap's per-sample terms; its
+backward op writes grad_anchors and, only when a positive requires grad, grad_positives.
+Without ``_C`` every call runs the eager reference (``csd_fast.losses.reference``) and a
+warning at import says so.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from torch import Tensor
 from .losses.reference import (
     REDUCTIONS,
     contrastive_ratio_reference,
+    multi_tap_contrastive_reference,
     negatives_are_shared,
 )
 
@@ -108,10 +110,10 @@ def contrastive_ratio(
     """
     check_inputs(anchor, positive, negatives, reduction, eps)
     if _C is not None:
-        loss, num, den = torch.ops.csd_fast.contrastive_ratio(
-            anchor, positive, negatives.detach(), reduction, float(eps)
+        loss, nums, dens = torch.ops.csd_fast.contrastive_loss(
+            [anchor], [positive], [negatives.detach()], [1.0], reduction, eps
         )
-        return _terms(loss, num, den, reduction) if return_terms else loss
+        return _terms(loss, nums[0], dens[0], reduction) if return_terms else loss
     loss = contrastive_ratio_reference(anchor, positive, negatives, reduction, eps)
     if not return_terms:
         return loss
@@ -134,52 +136,65 @@ def multi_tap_contrastive(
     reduction: str = "batch",
     eps: float = 1e-7,
 ) -> Tensor:
-    """``sum_j weights[j] * CL_j`` over the VGG taps j (fp32 scalar); one op call per tap."""
+    """``sum_j weights[j] * CL_j`` over the VGG taps j (fp32 scalar), in one op call."""
     if not (len(anchors) == len(positives) == len(negatives) == len(weights) > 0):
         raise ValueError(
             "anchors, positives, negatives, weights: expected equal non-zero lengths, got "
             f"{len(anchors)}, {len(positives)}, {len(negatives)}, {len(weights)}"
         )
-    taps = zip(anchors, positives, negatives, weights)
-    return sum(w * contrastive_ratio(a, p, n, reduction, eps) for a, p, n, w in taps)
+    for j, (a, p, n) in enumerate(zip(anchors, positives, negatives)):
+        check_inputs(a, p, n, reduction, eps)
+        if a.dtype != anchors[0].dtype or a.device != anchors[0].device:
+            raise ValueError(
+                f"anchors[{j}]: expected the dtype and device of anchors[0] ({anchors[0].dtype}, "
+                f"{anchors[0].device}), got ({a.dtype}, {a.device})"
+            )
+    if _C is None:
+        return multi_tap_contrastive_reference(anchors, positives, negatives, weights, reduction, eps)
+    negatives, weights = [n.detach() for n in negatives], [float(w) for w in weights]
+    loss, _, _ = torch.ops.csd_fast.contrastive_loss(list(anchors), list(positives), negatives, weights, reduction, eps)
+    return loss
 
 
-def _fake_forward(anchor, positive, negatives, reduction, eps):
-    torch._check(positive.shape == anchor.shape, lambda: f"positive: expected shape {anchor.shape}")
-    torch._check(negatives.dim() in (anchor.dim(), anchor.dim() + 1), lambda: "negatives: expected [K, (B,) ...]")
-    torch._check(negatives.shape[0] > 0, lambda: "negatives: expected K >= 1")
-    acc = torch.float64 if anchor.dtype == torch.float64 else torch.float32
-    batch, k = anchor.shape[0], negatives.shape[0]
-    return (
-        anchor.new_empty((), dtype=acc),
-        anchor.new_empty((batch,), dtype=acc),
-        anchor.new_empty((k, batch), dtype=acc),
-    )
+def _fake_forward(anchors, positives, negatives, weights, reduction, eps):
+    acc = torch.float64 if anchors[0].dtype == torch.float64 else torch.float32
+    nums, dens = [], []
+    for a, p, n in zip(anchors, positives, negatives):
+        torch._check(p.shape == a.shape, lambda: f"positive: expected shape {a.shape}")
+        torch._check(n.dim() in (a.dim(), a.dim() + 1), lambda: "negatives: expected [K, (B,) ...]")
+        torch._check(n.shape[0] > 0, lambda: "negatives: expected K >= 1")
+        nums.append(a.new_empty((a.shape[0],), dtype=acc))
+        dens.append(a.new_empty((n.shape[0], a.shape[0]), dtype=acc))
+    return anchors[0].new_empty((), dtype=acc), nums, dens
 
 
-def _fake_backward(grad_loss, anchor, positive, negatives, num, den, reduction, eps, positive_grad):
-    return torch.empty_like(anchor), torch.empty_like(positive) if positive_grad else positive.new_empty((0,))
+def _fake_backward(grad_loss, anchors, positives, negatives, nums, dens, weights, reduction, eps, positive_grad):
+    grad_positives = [torch.empty_like(p) if positive_grad else p.new_empty((0,)) for p in positives]
+    return [torch.empty_like(a) for a in anchors], grad_positives
 
 
 def _setup_context(ctx, inputs, output):
-    anchor, positive, negatives, reduction, eps = inputs
-    _, num, den = output
-    ctx.save_for_backward(anchor, positive, negatives, num, den)
-    ctx.reduction, ctx.eps = reduction, eps
-    ctx.mark_non_differentiable(num, den)  # logging terms
+    anchors, positives, negatives, weights, reduction, eps = inputs
+    _, nums, dens = output
+    ctx.taps = len(anchors)
+    ctx.save_for_backward(*anchors, *positives, *negatives, *nums, *dens)
+    ctx.weights, ctx.reduction, ctx.eps = weights, reduction, eps
+    ctx.mark_non_differentiable(*nums, *dens)  # logging terms
 
 
-def _backward(ctx, grad_loss, _grad_num, _grad_den):
-    """Gradients for anchor and (if it requires grad) positive; negatives are constants."""
-    anchor, positive, negatives, num, den = ctx.saved_tensors
-    positive_grad = ctx.needs_input_grad[1]
-    grad_anchor, grad_positive = torch.ops.csd_fast.contrastive_ratio_backward(
-        grad_loss, anchor, positive, negatives, num, den, ctx.reduction, ctx.eps, positive_grad
+def _backward(ctx, grad_loss, _grad_nums, _grad_dens):
+    """Gradients for the anchors and (if one requires grad) the positives; negatives are constants."""
+    saved, t = ctx.saved_tensors, ctx.taps
+    anchors, positives, negatives, nums, dens = (list(saved[i * t : (i + 1) * t]) for i in range(5))
+    positive_grad = any(ctx.needs_input_grad[1])
+    grad_anchors, grad_positives = torch.ops.csd_fast.contrastive_loss_backward(
+        grad_loss, anchors, positives, negatives, nums, dens, ctx.weights, ctx.reduction, ctx.eps, positive_grad
     )
-    return grad_anchor, grad_positive if positive_grad else None, None, None, None
+    no_grads = [None] * ctx.taps
+    return grad_anchors, grad_positives if positive_grad else no_grads, no_grads, None, None, None
 
 
 if _C is not None:
-    torch.library.register_fake("csd_fast::contrastive_ratio", _fake_forward)
-    torch.library.register_fake("csd_fast::contrastive_ratio_backward", _fake_backward)
-    torch.library.register_autograd("csd_fast::contrastive_ratio", _backward, setup_context=_setup_context)
+    torch.library.register_fake("csd_fast::contrastive_loss", _fake_forward)
+    torch.library.register_fake("csd_fast::contrastive_loss_backward", _fake_backward)
+    torch.library.register_autograd("csd_fast::contrastive_loss", _backward, setup_context=_setup_context)

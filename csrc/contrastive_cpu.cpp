@@ -1,4 +1,5 @@
-// CPU kernels of the contrastive L1-ratio op: one pass forward, one pass backward.
+// CPU kernels of the contrastive L1-ratio op: all taps in one call, one pass over each tap's
+// inputs forward and one backward; the weighted tap losses are summed in tap order.
 //
 // Work item w = c * B + b is chunk c of sample b (contrastive_math.h); items run on ATen's
 // OpenMP thread pool (at::parallel_for) and each writes its own slot, so results are
@@ -41,10 +42,11 @@ acc_t abs_diff_sum(const scalar_t* x, const scalar_t* y, int64_t len) {
   return sum;
 }
 
+// One tap: writes num and den, returns the tap's CL.
 template <typename scalar_t>
-void forward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, const Geometry& g, bool per_sample,
-                    double eps, at::opmath_type<scalar_t>* loss, at::opmath_type<scalar_t>* num,
-                    at::opmath_type<scalar_t>* den) {
+at::opmath_type<scalar_t> forward_tap(const scalar_t* a, const scalar_t* p, const scalar_t* n, const Geometry& g,
+                                      bool per_sample, double eps, at::opmath_type<scalar_t>* num,
+                                      at::opmath_type<scalar_t>* den) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t chunks = num_chunks(g.m), K1 = g.K + 1;
   std::vector<acc_t> partial(chunks * g.B * K1);
@@ -60,11 +62,11 @@ void forward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, con
     }
   });
   for (int64_t idx = 0; idx < g.B * K1; ++idx) write_mean(partial.data(), g, idx, num, den);
-  *loss = ratio_loss(num, den, g.B, g.K, per_sample, acc_t(eps));
+  return ratio_loss(num, den, g.B, g.K, per_sample, acc_t(eps));
 }
 
 template <typename scalar_t>
-void backward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, const Geometry& g,
+void backward_tap(const scalar_t* a, const scalar_t* p, const scalar_t* n, const Geometry& g,
                      const at::opmath_type<scalar_t>* alpha, const at::opmath_type<scalar_t>* beta, scalar_t* ga,
                      scalar_t* gp) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -88,51 +90,61 @@ void backward_kernel(const scalar_t* a, const scalar_t* p, const scalar_t* n, co
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& anchor, const at::Tensor& positive,
-                                                           const at::Tensor& negatives, c10::string_view reduction,
-                                                           double eps) {
-  const Geometry g = check_inputs(anchor, positive, negatives);
+std::tuple<at::Tensor, TapOutputs, TapOutputs> forward_cpu(at::TensorList anchors, at::TensorList positives,
+                                                           at::TensorList negatives, c10::ArrayRef<double> weights,
+                                                           c10::string_view reduction, double eps) {
+  const std::vector<Geometry> taps = check_taps(anchors, positives, negatives, weights);
   const bool sample = per_sample(reduction);
-  auto [loss, num, den] = empty_forward_outputs(anchor, g);
-  const at::Tensor a = anchor.contiguous(), p = positive.contiguous(), n = negatives.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "contrastive_ratio_cpu", [&] {
+  auto [loss, nums, dens] = empty_forward_outputs(anchors[0], taps);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, anchors[0].scalar_type(), "contrastive_loss_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel(a.const_data_ptr<scalar_t>(), p.const_data_ptr<scalar_t>(), n.const_data_ptr<scalar_t>(), g,
-                   sample, eps, loss.mutable_data_ptr<acc_t>(), num.mutable_data_ptr<acc_t>(),
-                   den.mutable_data_ptr<acc_t>());
+    acc_t total = 0;
+    for (size_t j = 0; j < taps.size(); ++j) {
+      const at::Tensor a = anchors[j].contiguous(), p = positives[j].contiguous(), n = negatives[j].contiguous();
+      total += acc_t(weights[j]) * forward_tap(a.const_data_ptr<scalar_t>(), p.const_data_ptr<scalar_t>(),
+                                               n.const_data_ptr<scalar_t>(), taps[j], sample, eps,
+                                               nums[j].mutable_data_ptr<acc_t>(), dens[j].mutable_data_ptr<acc_t>());
+    }
+    *loss.mutable_data_ptr<acc_t>() = total;
   });
-  return {loss, num, den};
+  return {loss, nums, dens};
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_loss, const at::Tensor& anchor,
-                                                const at::Tensor& positive, const at::Tensor& negatives,
-                                                const at::Tensor& num, const at::Tensor& den,
-                                                c10::string_view reduction, double eps, bool positive_grad) {
-  const Geometry g = check_inputs(anchor, positive, negatives);
+std::tuple<TapOutputs, TapOutputs> backward_cpu(const at::Tensor& grad_loss, at::TensorList anchors,
+                                                at::TensorList positives, at::TensorList negatives,
+                                                at::TensorList nums, at::TensorList dens,
+                                                c10::ArrayRef<double> weights, c10::string_view reduction,
+                                                double eps, bool positive_grad) {
+  const std::vector<Geometry> taps = check_taps(anchors, positives, negatives, weights);
   const bool sample = per_sample(reduction);
-  const at::Tensor a = anchor.contiguous(), p = positive.contiguous(), n = negatives.contiguous();
-  at::Tensor ga = at::empty_like(a), gp = positive_grad ? at::empty_like(p) : at::empty({0}, p.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "contrastive_ratio_backward_cpu", [&] {
+  TapOutputs grad_anchors, grad_positives;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, anchors[0].scalar_type(), "contrastive_loss_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor nm = num.to(at::CppTypeToScalarType<acc_t>::value).contiguous();
-    const at::Tensor dn = den.to(nm.scalar_type()).contiguous();
     const acc_t grad = grad_loss.item<acc_t>();
-    std::vector<acc_t> alpha(g.B), beta(g.B);
-    for (int64_t b = 0; b < g.B; ++b) {
-      ratio_coefficients(nm.const_data_ptr<acc_t>(), dn.const_data_ptr<acc_t>(), g.B, g.K, g.m, sample, acc_t(eps),
-                         grad, b, &alpha[b], &beta[b]);
+    for (size_t j = 0; j < taps.size(); ++j) {
+      const Geometry& g = taps[j];
+      const at::Tensor a = anchors[j].contiguous(), p = positives[j].contiguous(), n = negatives[j].contiguous();
+      const at::Tensor nm = nums[j].to(at::CppTypeToScalarType<acc_t>::value).contiguous();
+      const at::Tensor dn = dens[j].to(nm.scalar_type()).contiguous();
+      std::vector<acc_t> alpha(g.B), beta(g.B);
+      for (int64_t b = 0; b < g.B; ++b) {
+        ratio_coefficients(nm.const_data_ptr<acc_t>(), dn.const_data_ptr<acc_t>(), g.B, g.K, g.m, sample,
+                           acc_t(eps), acc_t(weights[j]) * grad, b, &alpha[b], &beta[b]);
+      }
+      grad_anchors.push_back(at::empty_like(a));
+      grad_positives.push_back(positive_grad ? at::empty_like(p) : at::empty({0}, p.options()));
+      backward_tap(a.const_data_ptr<scalar_t>(), p.const_data_ptr<scalar_t>(), n.const_data_ptr<scalar_t>(), g,
+                   alpha.data(), beta.data(), grad_anchors[j].mutable_data_ptr<scalar_t>(),
+                   positive_grad ? grad_positives[j].mutable_data_ptr<scalar_t>() : nullptr);
     }
-    backward_kernel(a.const_data_ptr<scalar_t>(), p.const_data_ptr<scalar_t>(), n.const_data_ptr<scalar_t>(), g,
-                    alpha.data(), beta.data(), ga.mutable_data_ptr<scalar_t>(),
-                    positive_grad ? gp.mutable_data_ptr<scalar_t>() : nullptr);
   });
-  return {ga, gp};
+  return {grad_anchors, grad_positives};
 }
 
 }  // namespace
 }  // namespace csd
 
 TORCH_LIBRARY_IMPL(csd_fast, CPU, m) {
-  m.impl("contrastive_ratio", &csd::forward_cpu);
-  m.impl("contrastive_ratio_backward", &csd::backward_cpu);
+  m.impl("contrastive_loss", &csd::forward_cpu);
+  m.impl("contrastive_loss_backward", &csd::backward_cpu);
 }

@@ -105,12 +105,24 @@ def test_gradcheck_float64(shared, reduction):
     assert torch.autograd.gradcheck(lambda a, p: ops.contrastive_ratio(a, p, negatives, reduction), (anchor, positive))
 
 
+def test_gradcheck_multi_tap_float64():
+    taps = [make_inputs(shape, 2, shared, torch.float64) for shape, shared in (((2, 3, 4), True), ((2, 5, 1), False))]
+    (a0, p0, n0), (a1, p1, n1) = taps
+
+    def loss(a0, p0, a1, p1):
+        return ops.multi_tap_contrastive([a0, a1], [p0, p1], [n0, n1], [0.25, 1.5], "sample")
+
+    assert torch.autograd.gradcheck(loss, (a0, p0, a1, p1))
+
+
 @pytest.mark.parametrize("positive_grad", [True, False], ids=["pos_grad", "pos_const"])
 @pytest.mark.parametrize("reduction", ["batch", "sample"])
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "per_sample"])
 def test_opcheck(shared, reduction, positive_grad):
-    anchor, positive, negatives = make_inputs((2, 3, 4, 5), 3, shared, positive_grad=positive_grad)
-    torch.library.opcheck(torch.ops.csd_fast.contrastive_ratio.default, (anchor, positive, negatives, reduction, 1e-7))
+    taps = [make_inputs(shape, 3, shared, positive_grad=positive_grad) for shape in ((2, 3, 4, 5), (2, 6, 2, 3))]
+    anchors, positives, negatives = (list(x) for x in zip(*taps))
+    args = (anchors, positives, negatives, [0.5, 2.0], reduction, 1e-7)
+    torch.library.opcheck(torch.ops.csd_fast.contrastive_loss.default, args)
 
 
 def test_deterministic_across_thread_counts():
@@ -196,12 +208,34 @@ def test_multi_tap_length_mismatch():
         ops.multi_tap_contrastive(anchors, positives, negatives, WEIGHTS[:4])
 
 
+def test_backward_op_writes_grad_positive_only_when_asked():
+    a, p, n = make_inputs((2, 3, 4), 2, shared=False)
+    loss, nums, dens = torch.ops.csd_fast.contrastive_loss([a], [p], [n], [1.0], "batch", 1e-7)
+    for positive_grad in (False, True):
+        ga, gp = torch.ops.csd_fast.contrastive_loss_backward(
+            torch.ones(()), [a], [p], [n], nums, dens, [1.0], "batch", 1e-7, positive_grad
+        )
+        assert ga[0].shape == a.shape and gp[0].shape == (p.shape if positive_grad else (0,))
+
+
+def test_multi_tap_mixed_dtypes():
+    anchors, positives, negatives = make_taps()
+    anchors[2], positives[2], negatives[2] = anchors[2].double(), positives[2].double(), negatives[2].double()
+    with pytest.raises(ValueError, match=r"anchors\[2\]: expected the dtype and device of anchors\[0\]"):
+        ops.multi_tap_contrastive(anchors, positives, negatives, WEIGHTS)
+
+
 def test_raw_op_checks_its_inputs():
     a, p, n = make_inputs((2, 3, 4), 2, shared=True)
+    op = torch.ops.csd_fast.contrastive_loss
     with pytest.raises(RuntimeError, match="positive: expected shape"):
-        torch.ops.csd_fast.contrastive_ratio(a, p[:1], n, "batch", 1e-7)
+        op([a], [p[:1]], [n], [1.0], "batch", 1e-7)
     with pytest.raises(RuntimeError, match="reduction: expected 'batch' or 'sample', got 'mean'"):
-        torch.ops.csd_fast.contrastive_ratio(a, p, n, "mean", 1e-7)
+        op([a], [p], [n], [1.0], "mean", 1e-7)
+    with pytest.raises(RuntimeError, match="expected equal non-zero lengths, got 1, 1, 1, 2"):
+        op([a], [p], [n], [1.0, 1.0], "batch", 1e-7)
+    with pytest.raises(RuntimeError, match="tap 1: expected the dtype and device of anchors"):
+        op([a, a.double()], [p, p], [n, n], [1.0, 1.0], "batch", 1e-7)
 
 
 def test_missing_extension_falls_back_loudly():
@@ -241,7 +275,8 @@ def test_cuda_matches_reference(shared, reduction, dtype):
 @needs_cuda
 def test_cuda_opcheck_and_determinism():
     anchor, positive, negatives = make_inputs((4, 16, 32, 33), 10, shared=True, device="cuda")
-    torch.library.opcheck(torch.ops.csd_fast.contrastive_ratio.default, (anchor, positive, negatives, "batch", 1e-7))
+    args = ([anchor], [positive], [negatives], [1.0], "batch", 1e-7)
+    torch.library.opcheck(torch.ops.csd_fast.contrastive_loss.default, args)
     runs = []
     for _ in range(3):
         loss = ops.contrastive_ratio(anchor, positive, negatives, "sample")

@@ -8,6 +8,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "../contrastive.h"
 #include "contrastive_cuda.h"
 
@@ -24,48 +26,61 @@ csd_dtype to_csd_dtype(at::ScalarType t) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& anchor, const at::Tensor& positive,
-                                                            const at::Tensor& negatives, c10::string_view reduction,
-                                                            double eps) {
-  const Geometry g = check_inputs(anchor, positive, negatives);
+std::tuple<at::Tensor, TapOutputs, TapOutputs> forward_cuda(at::TensorList anchors, at::TensorList positives,
+                                                            at::TensorList negatives, c10::ArrayRef<double> weights,
+                                                            c10::string_view reduction, double eps) {
+  const std::vector<Geometry> taps = check_taps(anchors, positives, negatives, weights);
   const bool sample = per_sample(reduction);
-  const c10::cuda::CUDAGuard guard(anchor.device());
-  auto [loss, num, den] = empty_forward_outputs(anchor, g);
-  const at::Tensor a = anchor.contiguous(), p = positive.contiguous(), n = negatives.contiguous();
-  at::Tensor workspace = at::empty({csd_contrastive_forward_workspace(g.B, g.K, g.m)}, loss.options());
-  C10_CUDA_CHECK(csd_contrastive_forward(to_csd_dtype(a.scalar_type()), a.const_data_ptr(), p.const_data_ptr(),
-                                         n.const_data_ptr(), g.B, g.K, g.m, g.neg_stride_k, g.neg_stride_b, sample,
-                                         eps, workspace.mutable_data_ptr(), loss.mutable_data_ptr(),
-                                         num.mutable_data_ptr(), den.mutable_data_ptr(),
-                                         at::cuda::getCurrentCUDAStream()));
-  return {loss, num, den};
+  const c10::cuda::CUDAGuard guard(anchors[0].device());
+  auto [loss, nums, dens] = empty_forward_outputs(anchors[0], taps);
+  int64_t workspace_size = 0;
+  for (const Geometry& g : taps) {
+    workspace_size = std::max(workspace_size, csd_contrastive_forward_workspace(g.B, g.K, g.m));
+  }
+  at::Tensor workspace = at::empty({workspace_size}, loss.options());  // reused by the taps, in stream order
+  for (size_t j = 0; j < taps.size(); ++j) {
+    const Geometry& g = taps[j];
+    const at::Tensor a = anchors[j].contiguous(), p = positives[j].contiguous(), n = negatives[j].contiguous();
+    C10_CUDA_CHECK(csd_contrastive_forward(to_csd_dtype(a.scalar_type()), a.const_data_ptr(), p.const_data_ptr(),
+                                           n.const_data_ptr(), g.B, g.K, g.m, g.neg_stride_k, g.neg_stride_b, sample,
+                                           eps, weights[j], j > 0, workspace.mutable_data_ptr(),
+                                           loss.mutable_data_ptr(), nums[j].mutable_data_ptr(),
+                                           dens[j].mutable_data_ptr(), at::cuda::getCurrentCUDAStream()));
+  }
+  return {loss, nums, dens};
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_loss, const at::Tensor& anchor,
-                                                 const at::Tensor& positive, const at::Tensor& negatives,
-                                                 const at::Tensor& num, const at::Tensor& den,
-                                                 c10::string_view reduction, double eps, bool positive_grad) {
-  const Geometry g = check_inputs(anchor, positive, negatives);
+std::tuple<TapOutputs, TapOutputs> backward_cuda(const at::Tensor& grad_loss, at::TensorList anchors,
+                                                 at::TensorList positives, at::TensorList negatives,
+                                                 at::TensorList nums, at::TensorList dens,
+                                                 c10::ArrayRef<double> weights, c10::string_view reduction,
+                                                 double eps, bool positive_grad) {
+  const std::vector<Geometry> taps = check_taps(anchors, positives, negatives, weights);
   const bool sample = per_sample(reduction);
-  const c10::cuda::CUDAGuard guard(anchor.device());
-  const at::Tensor a = anchor.contiguous(), p = positive.contiguous(), n = negatives.contiguous();
-  const auto acc = a.options().dtype(at::toOpMathType(a.scalar_type()));
-  const at::Tensor grad = grad_loss.to(acc).contiguous(), nm = num.to(acc).contiguous(), dn = den.to(acc).contiguous();
-  at::Tensor ga = at::empty_like(a), gp = positive_grad ? at::empty_like(p) : at::empty({0}, p.options());
-  at::Tensor workspace = at::empty({2 * g.B}, acc);
-  C10_CUDA_CHECK(csd_contrastive_backward(to_csd_dtype(a.scalar_type()), grad.const_data_ptr(), a.const_data_ptr(),
-                                          p.const_data_ptr(), n.const_data_ptr(), nm.const_data_ptr(),
-                                          dn.const_data_ptr(), g.B, g.K, g.m, g.neg_stride_k, g.neg_stride_b, sample,
-                                          eps, workspace.mutable_data_ptr(), ga.mutable_data_ptr(),
-                                          positive_grad ? gp.mutable_data_ptr() : nullptr,
-                                          at::cuda::getCurrentCUDAStream()));
-  return {ga, gp};
+  const c10::cuda::CUDAGuard guard(anchors[0].device());
+  const auto acc = anchors[0].options().dtype(at::toOpMathType(anchors[0].scalar_type()));
+  const at::Tensor grad = grad_loss.to(acc).contiguous();
+  TapOutputs grad_anchors, grad_positives;
+  for (size_t j = 0; j < taps.size(); ++j) {
+    const Geometry& g = taps[j];
+    const at::Tensor a = anchors[j].contiguous(), p = positives[j].contiguous(), n = negatives[j].contiguous();
+    const at::Tensor nm = nums[j].to(acc).contiguous(), dn = dens[j].to(acc).contiguous();
+    at::Tensor workspace = at::empty({2 * g.B}, acc);
+    grad_anchors.push_back(at::empty_like(a));
+    grad_positives.push_back(positive_grad ? at::empty_like(p) : at::empty({0}, p.options()));
+    C10_CUDA_CHECK(csd_contrastive_backward(
+        to_csd_dtype(a.scalar_type()), grad.const_data_ptr(), a.const_data_ptr(), p.const_data_ptr(),
+        n.const_data_ptr(), nm.const_data_ptr(), dn.const_data_ptr(), g.B, g.K, g.m, g.neg_stride_k, g.neg_stride_b,
+        sample, eps, weights[j], workspace.mutable_data_ptr(), grad_anchors[j].mutable_data_ptr(),
+        positive_grad ? grad_positives[j].mutable_data_ptr() : nullptr, at::cuda::getCurrentCUDAStream()));
+  }
+  return {grad_anchors, grad_positives};
 }
 
 }  // namespace
 }  // namespace csd
 
 TORCH_LIBRARY_IMPL(csd_fast, CUDA, m) {
-  m.impl("contrastive_ratio", &csd::forward_cuda);
-  m.impl("contrastive_ratio_backward", &csd::backward_cuda);
+  m.impl("contrastive_loss", &csd::forward_cuda);
+  m.impl("contrastive_loss_backward", &csd::backward_cuda);
 }

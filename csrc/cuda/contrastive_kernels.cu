@@ -1,9 +1,10 @@
 // CUDA kernels of the contrastive L1-ratio op (standalone: no torch headers).
 //
-// Forward, two deterministic stages: (1) one block per (chunk c, sample b), block index
-// w = c * B + b, reduces |a - p| and every |a - n_k| over its kChunk elements (anchor held in
-// registers, each input read once; warp shuffles then a fixed-order sum over warps) into
-// partial[w][t]; (2) one block sums the partials in chunk order and forms the loss.
+// Launched per tap, in tap order on one stream. Forward, two deterministic stages: (1) one
+// block per (chunk c, sample b), block index w = c * B + b, reduces |a - p| and every
+// |a - n_k| over its kChunk elements (anchor held in registers, each input read once; warp
+// shuffles then a fixed-order sum over warps) into partial[w][t]; (2) one block sums the
+// partials in chunk order and adds weight * CL to the loss.
 // Backward: one block computes the per-sample coefficients, then one block per (chunk,
 // sample) writes grad_anchor (and grad_positive) element-wise. Accumulation in fp32
 // (fp64 for double inputs); offsets in int64.
@@ -91,19 +92,22 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_finalize(const acc_t* __restrict__ partial, Geometry g, bool per_sample, acc_t eps, acc_t* loss,
-                     acc_t* num, acc_t* den) {
+    forward_finalize(const acc_t* __restrict__ partial, Geometry g, bool per_sample, acc_t eps, acc_t weight,
+                     bool accumulate, acc_t* loss, acc_t* num, acc_t* den) {
   for (int64_t idx = threadIdx.x; idx < g.B * (g.K + 1); idx += blockDim.x) write_mean(partial, g, idx, num, den);
   __syncthreads();  // num and den are complete (global writes of this block are visible)
-  if (threadIdx.x == 0) *loss = ratio_loss(num, den, g.B, g.K, per_sample, eps);
+  if (threadIdx.x == 0) {
+    const acc_t tap = weight * ratio_loss(num, den, g.B, g.K, per_sample, eps);
+    *loss = accumulate ? *loss + tap : tap;
+  }
 }
 
 template <typename acc_t>
 __global__ void backward_coefficients(const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ num,
                                       const acc_t* __restrict__ den, Geometry g, bool per_sample, acc_t eps,
-                                      acc_t* __restrict__ coef) {
+                                      acc_t weight, acc_t* __restrict__ coef) {
   for (int64_t b = threadIdx.x; b < g.B; b += blockDim.x) {
-    ratio_coefficients(num, den, g.B, g.K, g.m, per_sample, eps, *grad_loss, b, &coef[b], &coef[g.B + b]);
+    ratio_coefficients(num, den, g.B, g.K, g.m, per_sample, eps, weight * *grad_loss, b, &coef[b], &coef[g.B + b]);
   }
 }
 
@@ -134,28 +138,30 @@ inline bool grid_fits(const Geometry& g) { return num_chunks(g.m) * g.B <= 0x7ff
 
 template <typename scalar_t>
 cudaError_t forward(const void* a, const void* p, const void* n, Geometry g, bool per_sample, double eps,
-                    void* workspace, void* loss, void* num, void* den, cudaStream_t stream) {
+                    double weight, bool accumulate, void* workspace, void* loss, void* num, void* den,
+                    cudaStream_t stream) {
   using acc_t = typename Acc<scalar_t>::type;
   if (!grid_fits(g)) return cudaErrorInvalidConfiguration;
   auto* partial = static_cast<acc_t*>(workspace);
   forward_partials<scalar_t, acc_t><<<unsigned(num_chunks(g.m) * g.B), kThreads, 0, stream>>>(
       static_cast<const scalar_t*>(a), static_cast<const scalar_t*>(p), static_cast<const scalar_t*>(n), g, partial);
-  forward_finalize<acc_t><<<1, kThreads, 0, stream>>>(partial, g, per_sample, acc_t(eps), static_cast<acc_t*>(loss),
-                                                      static_cast<acc_t*>(num), static_cast<acc_t*>(den));
+  forward_finalize<acc_t><<<1, kThreads, 0, stream>>>(partial, g, per_sample, acc_t(eps), acc_t(weight), accumulate,
+                                                      static_cast<acc_t*>(loss), static_cast<acc_t*>(num),
+                                                      static_cast<acc_t*>(den));
   return cudaGetLastError();
 }
 
 template <typename scalar_t>
 cudaError_t backward(const void* grad_loss, const void* a, const void* p, const void* n, const void* num,
-                     const void* den, Geometry g, bool per_sample, double eps, void* workspace, void* ga, void* gp,
-                     cudaStream_t stream) {
+                     const void* den, Geometry g, bool per_sample, double eps, double weight, void* workspace,
+                     void* ga, void* gp, cudaStream_t stream) {
   using acc_t = typename Acc<scalar_t>::type;
   if (!grid_fits(g)) return cudaErrorInvalidConfiguration;
   auto* coef = static_cast<acc_t*>(workspace);
   backward_coefficients<acc_t><<<1, kThreads, 0, stream>>>(static_cast<const acc_t*>(grad_loss),
                                                            static_cast<const acc_t*>(num),
                                                            static_cast<const acc_t*>(den), g, per_sample,
-                                                           acc_t(eps), coef);
+                                                           acc_t(eps), acc_t(weight), coef);
   backward_elements<scalar_t, acc_t><<<unsigned(num_chunks(g.m) * g.B), kThreads, 0, stream>>>(
       static_cast<const scalar_t*>(a), static_cast<const scalar_t*>(p), static_cast<const scalar_t*>(n), g, coef,
       static_cast<scalar_t*>(ga), static_cast<scalar_t*>(gp));
@@ -182,20 +188,20 @@ extern "C" int64_t csd_contrastive_forward_workspace(int64_t B, int64_t K, int64
 extern "C" cudaError_t csd_contrastive_forward(csd_dtype dtype, const void* anchor, const void* positive,
                                                const void* negatives, int64_t B, int64_t K, int64_t m,
                                                int64_t neg_stride_k, int64_t neg_stride_b, int per_sample,
-                                               double eps, void* workspace, void* loss, void* num, void* den,
-                                               cudaStream_t stream) {
+                                               double eps, double weight, int accumulate, void* workspace,
+                                               void* loss, void* num, void* den, cudaStream_t stream) {
   const csd::Geometry g{B, K, m, neg_stride_k, neg_stride_b};
-  CSD_DISPATCH(dtype, forward, anchor, positive, negatives, g, per_sample != 0, eps, workspace, loss, num, den,
-               stream);
+  CSD_DISPATCH(dtype, forward, anchor, positive, negatives, g, per_sample != 0, eps, weight, accumulate != 0,
+               workspace, loss, num, den, stream);
 }
 
 extern "C" cudaError_t csd_contrastive_backward(csd_dtype dtype, const void* grad_loss, const void* anchor,
                                                 const void* positive, const void* negatives, const void* num,
                                                 const void* den, int64_t B, int64_t K, int64_t m,
                                                 int64_t neg_stride_k, int64_t neg_stride_b, int per_sample,
-                                                double eps, void* workspace, void* grad_anchor, void* grad_positive,
-                                                cudaStream_t stream) {
+                                                double eps, double weight, void* workspace, void* grad_anchor,
+                                                void* grad_positive, cudaStream_t stream) {
   const csd::Geometry g{B, K, m, neg_stride_k, neg_stride_b};
-  CSD_DISPATCH(dtype, backward, grad_loss, anchor, positive, negatives, num, den, g, per_sample != 0, eps,
+  CSD_DISPATCH(dtype, backward, grad_loss, anchor, positive, negatives, num, den, g, per_sample != 0, eps, weight,
                workspace, grad_anchor, grad_positive, stream);
 }
