@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -192,6 +193,7 @@ def main(argv=None):
     meta = dict(
         device=name, dtype=dtype_name, torch=torch.__version__, triton=_triton_version(), preset=args.preset,
         repeats=args.repeats, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join(["python bench/speed.py", *(sys.argv[1:] if argv is None else argv)]),
         peak_tflops=peak, quick=args.quick, cpu_threads=torch.get_num_threads(),
         load_average=[round(v, 2) for v in os.getloadavg()],  # a busy shared machine skews CPU timings
     )
@@ -235,7 +237,7 @@ def _markdown(meta, rows):
         "",
         f"{meta['date']}, torch {meta['torch']}, triton {meta['triton']}, {meta['dtype']}, preset {meta['preset']}, "
         f"median of {meta['repeats']}; peak {meta['peak_tflops'] or 'unknown'} TFLOP/s; {meta['cpu_threads']} CPU threads, "
-        f"load average {meta['load_average']}. `python bench/speed.py`.",
+        f"load average {meta['load_average']}. `{meta['command']}`",
         "",
         "| model | scale | size | GFLOP | fast ms | official ms | exported ms | compiled ms | teacher fp32 ms "
         "| vs official | vs exported | vs compiled | vs teacher | TFLOP/s | % peak | max err |",

@@ -33,12 +33,13 @@ from torch import Tensor
 
 from .utils import check_tensor, dot_precision, size_bucket, tile_configs
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps): tensor-core tiles for C_out from 3 (tail) to
-# 4*256 (teacher upsampler); pruned to the layer's channel counts before tuning.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps): tensor-core tiles for C_in from 3 (head) and
+# C_out from 3 (tail) to 4*256 (teacher upsampler); pruned to the layer's channel counts before tuning.
 _GPU_TILES = [
     (128, 64, 32, 3, 4), (128, 64, 64, 3, 4), (64, 64, 32, 4, 4), (128, 128, 32, 3, 8),
-    (64, 128, 32, 4, 4), (256, 64, 32, 3, 8), (128, 32, 32, 4, 4), (128, 16, 32, 4, 4),
-    (256, 128, 32, 3, 8), (128, 256, 32, 3, 8),
+    (64, 128, 32, 4, 4), (256, 64, 32, 3, 8), (128, 32, 32, 4, 4), (256, 128, 32, 3, 8),
+    (128, 256, 32, 3, 8), (128, 16, 32, 4, 4), (256, 16, 64, 3, 4),
+    (128, 64, 16, 3, 4), (64, 32, 16, 4, 4), (128, 16, 16, 4, 4), (256, 32, 16, 3, 8),
 ]
 _INTERPRETER_TILE = (64, 32, 16, 1, 4)
 

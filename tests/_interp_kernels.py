@@ -179,6 +179,8 @@ def test_interpreter_uses_one_tile_and_gpu_tiles_prune_to_the_layer():
     tail = _prune(configs, {"C_OUT": 3, "C_IN": 64})
     assert tail and all(c.kwargs["BLOCK_N"] == 16 for c in tail)
     assert len(_prune(configs, {"C_OUT": 256, "C_IN": 64})) == len(configs)
+    head = _prune(configs, {"C_OUT": 64, "C_IN": 3})
+    assert head and all(c.kwargs["BLOCK_K"] == 16 for c in head)
 
 
 def test_custom_ops_pass_opcheck():
