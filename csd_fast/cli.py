@@ -166,6 +166,8 @@ def _add_upscale(sub) -> None:
                    help="for a checkpoint: width to run (default the checkpoint's student width; 1.0 = teacher)")
     _tile_args(p)
     p.add_argument("--fast", action="store_true", help="run through csd_fast.accelerate (fused kernels on CUDA)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at an unreadable image file (default: skip it with a warning, exit status 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_runner("upscale"))
 

@@ -60,6 +60,9 @@ def detect_format(sd: dict[str, Tensor]) -> str:
         return "csd-official"
     if "entry.weight" in keys and "exit.weight" in keys and any(k.startswith("upsample.up") for k in keys):
         return "carn-official"
+    if "entry.weight" in keys and "upsample.blocks.0.weight" in keys:
+        raise ValueError("state dict: an official-CSD CARN; not supported, its upsampler has no ReLU unlike "
+                         "CARN and csd_fast's SlimCARN (official CARN checkpoints load)")
     raise ValueError(
         f"state dict: unrecognized architecture (expected one of {FORMATS}); first keys: {sorted(keys)[:8]}"
     )

@@ -155,10 +155,14 @@ def test_upscale_files_and_folders(trained, tmp_path):
 
 def test_upscale_errors_name_the_problem(trained, tmp_path, capsys):
     ckpt = str(trained / "checkpoint.pt")
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    assert main(["upscale", str(bad), "-o", str(tmp_path / "o"), "--model", ckpt, "--quiet"]) == 2
+    src = _inputs(tmp_path / "in")
+    (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.warns(UserWarning, match="skipping .*bad.png"):
+        assert main(["upscale", str(src), "-o", str(tmp_path / "o"), "--model", ckpt, "--quiet"]) == 1
+    assert len(list((tmp_path / "o").iterdir())) == 4  # the readable ones
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o2"), "--model", ckpt, "--quiet", "--strict"]) == 2
     assert "bad.png" in capsys.readouterr().err
+    bad = src / "bad.png"
     assert main(["upscale", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--model", ckpt]) == 2
     assert "neither an image file nor a folder" in capsys.readouterr().err
     assert main(["upscale", str(bad), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2

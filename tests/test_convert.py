@@ -186,6 +186,8 @@ def test_mismatches_are_named():
 def test_unknown_and_wrapped_inputs():
     with pytest.raises(ValueError, match="unrecognized architecture"):
         load_teacher_state({"conv.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="official-CSD CARN; not supported"):
+        load_teacher_state({"entry.weight": torch.zeros(1), "upsample.blocks.0.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="found no tensors"):
         canonicalize({"epoch": 3, "optimizer": {}})
     sd = canonicalize({"state_dict": {"module.module.a": torch.zeros(1)}})

@@ -3,7 +3,8 @@
 Colour channels go through the network; an alpha channel (RGBA, LA, palette transparency) is
 resized with MATLAB bicubic; greyscale input is run as three equal channels and written back as
 greyscale (the mean of the output channels). Output is 8 bit, in the input's format; JPEG cannot
-hold alpha, so it is dropped there with a warning.
+hold alpha, so it is dropped there with a warning. Unreadable files are skipped with a warning
+naming them (exit status 1), or stop the run with ``--strict``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import imresize, list_images, load_image, to_uint8
-from ..data.io import IMAGE_EXTENSIONS
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError
 from ..inference import upscale_tensor
 from ..student_io import load_model
 from .common import model_hints, network_at, resolve_device
@@ -91,13 +92,21 @@ def run(args) -> int:
     net, width = network_at(loaded, args.width)
     fn = _fast(net) if args.fast else net
     scale = net.scale
+    skipped = []
     for src, dst in tqdm(pairs, desc=f"x{scale} width {width:g}", unit="img", disable=args.quiet):
-        rgb = load_image(src)
+        try:
+            rgb = load_image(src)
+        except ImageReadError as err:
+            if args.strict:
+                raise
+            warnings.warn(f"skipping {src}: {err}", stacklevel=2)
+            skipped.append(src)
+            continue
         alpha, grey = read_alpha_and_mode(src)
         sr = upscale_tensor(fn, rgb[None].to(device), scale, args.tile, args.tile_overlap)[0].cpu()
         if alpha is not None:
             alpha = imresize(alpha, scale=scale).clamp(0, 1)
         write_output(sr, alpha, grey, dst)
     if not args.quiet:
-        print(f"wrote {len(pairs)} image(s) to {args.output}")
-    return 0
+        print(f"wrote {len(pairs) - len(skipped)} image(s) to {args.output}; skipped {len(skipped)} unreadable")
+    return 1 if skipped else 0
