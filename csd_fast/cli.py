@@ -83,7 +83,7 @@ def _add_train(sub) -> None:
     g.add_argument("--preset", default=S, help=f"size preset: paper, baseline (EDSR), demo (default {TRAIN['preset']})")
     g.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE", default=S,
                    help="override a model argument, e.g. --model-arg n_feats=64 (repeatable)")
-    g.add_argument("--scale", type=int, default=S, help=f"upscaling factor 2, 3 or 4 (default {TRAIN['scale']})")
+    g.add_argument("--scale", type=int, default=S, help="upscaling factor 2, 3 or 4 (default 4, or the --teacher's)")
     g.add_argument("--width", type=float, default=S, help=f"student width r in (0, 1] (default {TRAIN['width']})")
     g.add_argument("--teacher", metavar="CKPT", default=S,
                    help="start from this teacher (checkpoint.pt or a foreign EDSR/RCAN/CARN/CSD state dict) instead of --arch")

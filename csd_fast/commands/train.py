@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 DEFAULTS = dict(
-    arch="edsr", preset="paper", model_args={}, scale=4, width=0.25, teacher=None, res_scale=None, rgb_range=None,
+    arch="edsr", preset="paper", model_args={}, scale=None, width=0.25, teacher=None, res_scale=None, rgb_range=None,
     neg_num=None, negatives="official", lambda_t=1.0, lambda_c=None, reduction="batch",
     lr=1e-4, lr_step=None, steps=300_000, batch=16, patch=None, max_minutes=None,
     train_hr=None, train_lr=None, div2k=None, bundled=False, max_side=None, strict=False,
@@ -87,11 +87,13 @@ def _model(opts, device):
     from ..student_io import load_model
 
     if not opts["teacher"]:
-        return build_model(opts["arch"], scale=opts["scale"], preset=opts["preset"], **opts["model_args"])
-    hints = {k: opts[k] for k in ("res_scale", "rgb_range") if opts[k] is not None}
-    loaded = load_model(opts["teacher"], device=device, scale=opts["scale"], **hints)
+        return build_model(opts["arch"], scale=opts["scale"] or 4, preset=opts["preset"], **opts["model_args"])
+    hints = {k: opts[k] for k in ("scale", "res_scale", "rgb_range") if opts[k] is not None}
+    loaded = load_model(opts["teacher"], device=device, **hints)
     if loaded.kind == "student":
         raise ValueError(f"--teacher: {opts['teacher']} is an exported student; CSD needs the full teacher")
+    if opts["scale"] is not None and loaded.model.scale != opts["scale"]:
+        raise ValueError(f"--scale: the teacher {opts['teacher']} is x{loaded.model.scale}, got --scale {opts['scale']}")
     return loaded.model.train()
 
 
