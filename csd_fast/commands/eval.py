@@ -65,7 +65,7 @@ def format_table(rows: list[dict], scale: int) -> str:
     head = f"{'x' + str(scale):<16}{'params':>10}  " + "".join(f"{d:>18}" for d in datasets)
     lines = [head, f"{'':<16}{'':>10}  " + "".join(f"{'PSNR / SSIM':>18}" for _ in datasets), "-" * len(head)]
     for m in models:
-        p = f"{params[m] / 1e6:.2f}M" if params[m] else "-"
+        p = "-" if not params[m] else f"{params[m] / 1e6:.2f}M" if params[m] >= 1e5 else f"{params[m] / 1e3:.1f}K"
         lines.append(f"{m:<16}{p:>10}  " + "".join(f"{cell.get((m, d), '-'):>18}" for d in datasets))
     return "\n".join(lines)
 
