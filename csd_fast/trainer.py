@@ -186,9 +186,10 @@ class CSDTrainer:
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, terms = self.compute_loss(lr.to(self.device), hr.to(self.device))
-        if not torch.isfinite(loss):
+        if self._all_ranks_agree(not torch.isfinite(loss).item()):  # every rank stops, none waits in backward
+            where = f" on rank {self.rank} (non-finite on at least one rank)" if self.world > 1 else ""
             raise FloatingPointError(
-                f"loss is {loss.item()} at step {self.step_count + 1} (terms: {terms}); training stopped "
+                f"loss is {loss.item()}{where} at step {self.step_count + 1} (terms: {terms}); training stopped "
                 "before updating the weights, and no checkpoint was written for this step. Check the "
                 "batch for NaN/Inf pixels or lower the learning rate."
             )

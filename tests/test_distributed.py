@@ -1,6 +1,8 @@
 """DDP on CPU (gloo, loopback): two ranks on halves of each global batch end with the weights of one
 process on the whole batch, and with identical weights on every rank.
 
+A non-finite loss on one rank stops every rank (none is left waiting in a collective).
+
 The contrastive term is included with per-sample negatives and ratios (``negatives="self-blur"``,
 ``reduction="sample"``): then the mean over the global batch is the mean of the ranks' means,
 which DDP's gradient averaging reproduces. The official setting (negatives drawn from the batch,
@@ -11,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -32,7 +35,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(out_path) -> None:
+def _train(out_path) -> CSDTrainer:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     images = [torch.rand(3, 24 + 4 * i, 28, generator=torch.Generator().manual_seed(i)) for i in range(5)]
@@ -42,13 +45,24 @@ def _train(out_path) -> None:
                          lr=1e-3, progress=False)
     trainer.fit(data, steps=STEPS, batch_size=BATCH)
     torch.save({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()["state"]}, out_path)
+    return trainer
 
 
 def _worker(rank, world, port, folder):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     try:
-        _train(os.path.join(folder, f"rank{rank}.pt"))
+        trainer = _train(os.path.join(folder, f"rank{rank}.pt"))
+        lr = torch.rand(2, 3, 8, 8)
+        if rank == 1:
+            lr[0, 0, 0, 0] = float("nan")  # a bad pixel in one rank's shard only
+        try:
+            trainer.train_step(lr, torch.rand(2, 3, 16, 16))
+            outcome = "trained"
+        except FloatingPointError:
+            outcome = "stopped"
+        with open(os.path.join(folder, f"nan{rank}.txt"), "w") as f:
+            f.write(outcome)
     finally:
         dist.destroy_process_group()
 
@@ -60,6 +74,7 @@ def test_two_ranks_equal_one_process(tmp_path):
     for key in r0["model"]:
         torch.testing.assert_close(r0["model"][key], r1["model"][key], atol=0, rtol=0)  # ranks in lock-step
         torch.testing.assert_close(r0["model"][key], single["model"][key], atol=1e-5, rtol=1e-4)
+    assert [(tmp_path / f"nan{r}.txt").read_text() for r in (0, 1)] == ["stopped", "stopped"]  # no rank left waiting
     initial = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1)
     assert not torch.equal(initial.state_dict()["head.weight"], r0["model"]["head.weight"])  # it did train
 
