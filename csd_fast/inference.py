@@ -48,10 +48,6 @@ def self_ensemble(fn: SRFn, x: Tensor) -> Tensor:
     return total / 8
 
 
-def _starts(length: int, tile: int) -> list[int]:
-    return list(range(0, length, tile))
-
-
 def tiled_forward(fn: SRFn, x: Tensor, tile: int, overlap: int, scale: int) -> Tensor:
     """Run ``fn`` on ``tile x tile`` LR tiles of ``x``, each seen with ``overlap`` extra LR pixels of
     context on every side; only the tile's own part of each output is kept (no blending).
@@ -73,8 +69,8 @@ def tiled_forward(fn: SRFn, x: Tensor, tile: int, overlap: int, scale: int) -> T
     if h <= tile and w <= tile:
         return fn(x)
     out = None
-    for top in _starts(h, tile):
-        for left in _starts(w, tile):
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
             bottom, right = min(top + tile, h), min(left + tile, w)
             t0, l0 = max(top - overlap, 0), max(left - overlap, 0)
             t1, l1 = min(bottom + overlap, h), min(right + overlap, w)
