@@ -281,16 +281,20 @@ class CSDTrainer:
     # ----------------------------------------------------------------- files
     def _log(self, record: dict) -> None:
         self.history.append(record)
+        self._write_log([record], append=True)
+
+    def _write_log(self, rows: list[dict], append: bool) -> None:
+        """Append rows to ``out_dir/log.csv`` (rank 0), or rewrite it with exactly ``rows``."""
         if self.out_dir is None or not self.is_main:
             return
         os.makedirs(self.out_dir, exist_ok=True)
         path = os.path.join(self.out_dir, LOG_NAME)
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as f:
+        header = not (append and os.path.exists(path))
+        with open(path, "a" if append else "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.log_fields, extrasaction="ignore")
-            if new:
+            if header:
                 writer.writeheader()
-            writer.writerow(record)
+            writer.writerows(rows)
 
     def state_dict(self) -> dict:
         return {
@@ -336,6 +340,7 @@ class CSDTrainer:
         if path is None or not os.path.exists(path):
             return False
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        self._write_log(self.history, append=False)  # drop rows of steps after the checkpoint
         return True
 
     def export(self) -> SlimSRModel:

@@ -62,10 +62,14 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     full = tiny_trainer(tmp_path / "full", checkpoint_every=2, lr_step=3)
     full.fit(data, steps=4, batch_size=4)
     part = tiny_trainer(tmp_path / "part", checkpoint_every=2, lr_step=3)
-    part.fit(data, steps=2, batch_size=4)  # as if killed after step 2's checkpoint
+    part.fit(data, steps=2, batch_size=4)  # as if killed after step 2's checkpoint ...
+    with open(tmp_path / "part" / "log.csv", "a") as f:
+        f.write("3,0.0001,1.0,,,,,\n")  # ... and after logging step 3, which is lost
     resumed = tiny_trainer(tmp_path / "part", checkpoint_every=2, lr_step=3)
     resumed.fit(data, steps=4, batch_size=4, resume=True)
     assert resumed.step_count == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
+    log_steps = [line.split(",")[0] for line in (tmp_path / "part" / "log.csv").read_text().splitlines()[1:]]
+    assert log_steps == ["1", "2", "3", "4"]
     for k, v in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
 
@@ -77,6 +81,7 @@ def test_fit_validates_writes_log_and_exports(tmp_path):
     lines = (tmp_path / "log.csv").read_text().splitlines()
     assert lines[0].startswith("step,") and len(lines) == 3
     state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert os.stat(tmp_path / "checkpoint.pt").st_mode & 0o044  # readable by others, not mkstemp's 0600
     assert state["step"] == 2 and state["arch"] == "edsr"
     student = trainer.export()
     assert student.config["n_feats"] == 4
