@@ -10,7 +10,7 @@ Variants (forward + backward of ``sum_j w_j * CL_j``, anchors require grad, K sh
 Peak memory is measured in a fresh subprocess per variant: on CPU the growth of the
 process's peak resident set (``ru_maxrss``) over the first forward+backward, after the inputs
 are allocated; on CUDA ``torch.cuda.max_memory_allocated`` above the inputs. Times are the
-median of ``--repeats`` runs after that first one.
+median of the runs after that first one (at least ``--repeats`` runs and ``--min-time`` s).
 
     python bench/loss.py                 # patches 96 and 192, B = 16, K = 10
     python bench/loss.py --quick --out /tmp/x
@@ -76,8 +76,8 @@ def peak_bytes(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def run_variant(variant, patch, batch, k, dtype, device, repeats):
-    """First fwd+bwd measures peak memory, then ``repeats`` timed runs: dict of results."""
+def run_variant(variant, patch, batch, k, dtype, device, repeats, min_time):
+    """First fwd+bwd measures peak memory, then >= ``repeats`` timed runs lasting >= ``min_time`` s."""
     device = torch.device(device)
     anchors, positives, negatives = make_taps(patch, batch, k, DTYPES[dtype], device)
     loss_fn = LOSSES[variant]
@@ -96,11 +96,11 @@ def run_variant(variant, patch, batch, k, dtype, device, repeats):
     step()
     peak = peak_bytes(device) - base
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or sum(times) < min_time:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return {"ms": 1e3 * statistics.median(times), "peak_mib": peak / 2**20, "runs": repeats}
+    return {"ms": 1e3 * statistics.median(times), "peak_mib": peak / 2**20, "runs": len(times)}
 
 
 def run_in_subprocess(args, variant, patch, dtype):
@@ -108,7 +108,7 @@ def run_in_subprocess(args, variant, patch, dtype):
     command = [
         sys.executable, __file__, "--worker", variant, "--patches", str(patch), "--dtypes", dtype,
         "--batch", str(args.batch), "--k", str(args.k), "--device", args.device,
-        "--repeats", str(args.repeats), "--threads", str(args.threads),
+        "--repeats", str(args.repeats), "--min-time", str(args.min_time), "--threads", str(args.threads),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -128,12 +128,12 @@ def device_name(device):
 def table(rows):
     """Markdown table: one row per (patch, dtype, variant), ratios against the op."""
     lines = [
-        "| patch | dtype | variant | fwd+bwd ms | peak MiB | time / op | peak / op |",
-        "|---:|---|---|---:|---:|---:|---:|",
+        "| patch | dtype | variant | fwd+bwd ms | runs | peak MiB | time / op | peak / op |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['patch']} | {r['dtype']} | {r['variant']} | {r['ms']:.1f} | {r['peak_mib']:.1f} | "
+            f"| {r['patch']} | {r['dtype']} | {r['variant']} | {r['ms']:.1f} | {r['runs']} | {r['peak_mib']:.1f} | "
             f"{r['time_vs_op']:.2f}x | {r['peak_vs_op']:.2f}x |"
         )
     return "\n".join(lines)
@@ -146,18 +146,20 @@ def main(argv=None):
     parser.add_argument("--dtypes", default=None, help="fp32 on CPU; fp32,fp16,bf16 on CUDA")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="at least this many timed runs")
+    parser.add_argument("--min-time", type=float, default=2.0, help="and at least this many seconds of them")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch and OMP)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--quick", action="store_true", help="tiny sizes (patch 32, B 2, K 3, 1 repeat)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.patches, args.batch, args.k, args.repeats = "32", 2, 3, 1
+        args.patches, args.batch, args.k, args.repeats, args.min_time = "32", 2, 3, 1, 0.0
     args.dtypes = args.dtypes or ("fp32,fp16,bf16" if args.device == "cuda" else "fp32")
     torch.set_num_threads(args.threads)
     if args.worker:
-        result = run_variant(args.worker, int(args.patches), args.batch, args.k, args.dtypes, args.device, args.repeats)
+        shape = int(args.patches), args.batch, args.k, args.dtypes
+        result = run_variant(args.worker, *shape, args.device, args.repeats, args.min_time)
         print(json.dumps(result))
         return
 
@@ -187,6 +189,7 @@ def main(argv=None):
         "batch": args.batch,
         "k": args.k,
         "repeats": args.repeats,
+        "min_time_s": args.min_time,
         "taps": [f"{name}: {c}ch /{s}" for name, c, s in TAPS],
         "weights": WEIGHTS,
         "memory": memory,
@@ -196,7 +199,7 @@ def main(argv=None):
         f"# Contrastive loss (5 VGG19 taps), fwd+bwd: native op vs eager — {meta['device_name']}",
         "",
         f"torch {meta['torch']}, op backend {meta['backend']}, {args.threads} threads, B = {args.batch}, "
-        f"K = {args.k} shared negatives, median of {args.repeats} runs, {meta['date']}, "
+        f"K = {args.k} shared negatives, time = median of the runs, {meta['date']}, "
         f"1-min load average at start {load} (shared machine).",
         f"Peak memory: {memory}. `official` = official CSD `L1_forward` (negatives repeated to [K, B, ...]);",
         "`reference` = csd_fast's eager spec; ratios are variant / op (higher = op better).",

@@ -75,7 +75,8 @@ TORCH_LIBRARY(csd_fast, m) {
   // den [K, B] = mean |a - n_k| per sample (accumulation dtype).
   m.def("contrastive_loss(Tensor[] anchors, Tensor[] positives, Tensor[] negatives, float[] weights,"
         " str reduction, float eps) -> (Tensor, Tensor[], Tensor[])");
-  // grad_anchors, and grad_positives when positive_grad (else empty [0] tensors).
+  // grad_anchors, and grad_positives when positive_grad (else empty [0] tensors). Negatives
+  // are constants (detached, as in the official code): they never get a gradient.
   m.def("contrastive_loss_backward(Tensor grad_loss, Tensor[] anchors, Tensor[] positives, Tensor[] negatives,"
         " Tensor[] nums, Tensor[] dens, float[] weights, str reduction, float eps, bool positive_grad)"
         " -> (Tensor[], Tensor[])");

@@ -67,8 +67,8 @@ at::opmath_type<scalar_t> forward_tap(const scalar_t* a, const scalar_t* p, cons
 
 template <typename scalar_t>
 void backward_tap(const scalar_t* a, const scalar_t* p, const scalar_t* n, const Geometry& g,
-                     const at::opmath_type<scalar_t>* alpha, const at::opmath_type<scalar_t>* beta, scalar_t* ga,
-                     scalar_t* gp) {
+                  const at::opmath_type<scalar_t>* alpha, const at::opmath_type<scalar_t>* beta, scalar_t* ga,
+                  scalar_t* gp) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, num_chunks(g.m) * g.B, grain(g), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> count(kChunk);  // sum_k sign(a - n_k) of the chunk
