@@ -176,7 +176,7 @@ def test_interpreter_uses_one_tile_and_gpu_tiles_prune_to_the_layer():
 
     assert len(_conv2d_kernel.configs) == 1
     configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}) for m, n, k, _, _ in _GPU_TILES]
-    tail = _prune(configs, {"C_OUT": 3, "C_IN": 64})
+    tail = _prune(configs, {}, C_OUT=3, C_IN=64)  # constexprs arrive as keywords
     assert tail and all(c.kwargs["BLOCK_N"] == 16 for c in tail)
     assert len(_prune(configs, {"C_OUT": 256, "C_IN": 64})) == len(configs)
     head = _prune(configs, {"C_OUT": 64, "C_IN": 3})
