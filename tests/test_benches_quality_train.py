@@ -1,0 +1,40 @@
+"""bench/quality.py and bench/train.py run end to end at tiny sizes and write their reports."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quality_bench_quick(tmp_path):
+    quality = load("quality")
+    report = quality.main(["--quick", "--steps", "2", "--seeds", "0", "1", "--max-side", "48", "--out", str(tmp_path)])
+    assert set(report["results"]) == set(quality.VARIANTS)
+    for r in report["results"].values():
+        assert len(r["psnr_y"]["values"]) == 2 and r["psnr_y"]["std"] >= 0
+        assert 0 < r["ssim_y"]["mean"] <= 1
+    saved = json.loads((tmp_path / "quality_cpu.json").read_text())
+    assert saved["steps"] == 2 and saved["seeds"] == [0, 1] and saved["torch"] and saved["date"]
+    md = (tmp_path / "quality_cpu.md").read_text()
+    assert "| CSD others |" in md and "CSD - J-T" in md
+
+
+@pytest.mark.slow
+def test_train_bench_quick(tmp_path):
+    train = load("train")
+    report = train.main(["--quick", "--steps", "1", "--out", str(tmp_path)])
+    c, o = report["results"]["csd_fast"], report["results"]["official"]
+    assert c["ms"] > 0 and o["ms"] > 0 and c["peak_mib"] >= 0
+    assert c["first_loss"] == pytest.approx(o["first_loss"], rel=1e-4)  # the same objective
+    assert report["speedup"] == pytest.approx(o["ms"] / c["ms"])
+    assert (tmp_path / "train_cpu.json").exists() and "Speed-up" in (tmp_path / "train_cpu.md").read_text()
