@@ -39,6 +39,8 @@ from .models.base import SlimSRModel, check_lr_input
 from .models.carn import ResidualUnit
 from .models.slim import check_width
 
+__all__ = ["accelerate", "FastStudent", "SUPPORTED_DTYPES", "BACKENDS"]
+
 _ALL = (torch.float32, torch.float16, torch.bfloat16)
 SUPPORTED_DTYPES = {"edsr": _ALL, "rcan": _ALL, "carn": _ALL}
 BACKENDS = ("auto", "triton", "eager")
