@@ -6,20 +6,21 @@ the input's dtype) through one of two backends, built once from the model's laye
 - ``"triton"``: the fused kernels of ``csd_fast.kernels`` on channels_last (NHWC) activations,
   weights packed once. The head reads the NCHW input and subtracts the mean on load; the tail
   adds the mean and writes the NCHW output; residuals, ReLUs and pixel shuffles are epilogues;
-  CARN's concatenations are slices of preallocated buffers (never copied by ``torch.cat``). On
-  CUDA each input shape and dtype is captured once in a CUDA graph (kept for the module's life)
-  and replayed.
+  CARN's concatenations are slices of preallocated buffers (never copied by ``torch.cat``).
 - ``"eager"``: the same layer plan on PyTorch ops (channels_last, contiguous weights in the
   compute dtype, ``inference_mode``): the CPU path.
+
+On CUDA (``cuda_graphs=True``) each input shape and dtype is captured once in a CUDA graph (kept
+for the module's life) and replayed; under ``torch.compile`` the plain ops are traced instead.
 
 ``backend="auto"`` picks Triton on CUDA and eager elsewhere; ``backend="triton"`` on CPU tensors
 needs ``TRITON_INTERPRET=1`` (set before ``csd_fast.kernels`` is first imported).
 
 Dtypes (``SUPPORTED_DTYPES``): fp32, fp16 and bf16 for EDSR, RCAN and CARN. Accumulation is fp32
-in every conv; fp32 runs on TF32 tensor cores on a GPU (as cuDNN convs do by default). RCAN's channel attention (pooling, the two 1x1 convs, the sigmoid) always runs in
-fp32 on both backends, so fp16 cannot overflow there; its residual stream is stored in the compute
-dtype as in the eager model, which for large trained RCANs can exceed fp16's range (65504):
-prefer bf16 for those.
+in every conv; fp32 runs on TF32 tensor cores on a GPU (as cuDNN convs do by default). RCAN's
+channel attention (pooling, the two 1x1 convs, the sigmoid) always runs in fp32 on both backends,
+so fp16 cannot overflow there; its residual stream is stored in the compute dtype as in the eager
+model, which for large trained RCANs can exceed fp16's range (65504): prefer bf16 for those.
 
 Tiling (``tile=T``): the LR image is cut into T x T cores, each run with ``tile_overlap`` LR
 pixels of context (windows shifted inside the image, so all have one shape and one CUDA graph),
@@ -28,6 +29,7 @@ overlap; RCAN's global channel attention sees only its window, so tiled RCAN is 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -260,8 +262,8 @@ class FastStudent(nn.Module):
         return torch.empty(n, 3, h * self.scale, w * self.scale, device=x.device, dtype=x.dtype)
 
     def _once(self, x: Tensor, out: Tensor) -> Tensor:
-        """One pass; on CUDA with the Triton backend, a CUDA graph captured per input shape and dtype."""
-        if not (self.cuda_graphs and self.backend == "triton" and x.is_cuda):
+        """One pass; on CUDA, a CUDA graph captured per input shape and dtype, then replayed."""
+        if not (self.cuda_graphs and x.is_cuda):
             return self._run(x, out)
         key = (tuple(x.shape), x.dtype)
         if key not in self._graphs:
@@ -313,7 +315,11 @@ def _pick_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" and _has_triton() else "eager"
+        if device.type == "cuda" and not _has_triton():
+            warnings.warn("accelerate: triton is not installed, so the CUDA model runs the eager backend (cuDNN); "
+                          "pip install 'triton>=3.6,<3.10' for the fused kernels", RuntimeWarning, stacklevel=3)
+            return "eager"
+        return "triton" if device.type == "cuda" else "eager"
     if backend == "triton":
         if not _has_triton():
             raise RuntimeError("backend='triton': triton is not installed (pip install 'triton>=3.6,<3.10'), use backend='eager'")

@@ -62,7 +62,7 @@ def _prune(configs, named_args, **kwargs):
 @triton.jit
 def _conv2d_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, mean_in_ptr, mean_out_ptr, pool_ptr,
-    H, W, HW_BUCKET,
+    H, W, HW_BUCKET,  # HW_BUCKET: next power of two of H*W, read only by the autotune key
     sxn, sxc, sxh, sxw,
     son, soc, soh, sow,
     srn, src, srh, srw,

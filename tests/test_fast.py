@@ -118,6 +118,17 @@ def test_bad_arguments_are_named():
         fast.half()
 
 
+def test_auto_backend_falls_back_loudly_without_triton(monkeypatch):
+    import csd_fast.fast as fast
+
+    monkeypatch.setattr(fast, "_has_triton", lambda: False)
+    with pytest.warns(RuntimeWarning, match="triton is not installed"):
+        assert fast._pick_backend("auto", torch.device("cuda")) == "eager"
+    assert fast._pick_backend("auto", torch.device("cpu")) == "eager"
+    with pytest.raises(RuntimeError, match="triton"):
+        fast._pick_backend("triton", torch.device("cuda"))
+
+
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
