@@ -29,6 +29,7 @@ overlap; RCAN's global channel attention sees only its window, so tiled RCAN is 
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from typing import Optional
@@ -250,7 +251,9 @@ class FastStudent(nn.Module):
         if torch.compiler.is_compiling():
             with torch.no_grad():
                 return self._run(x, out)
-        with torch.inference_mode():
+        # Triton launches and graph capture use the current device: make it the model's
+        on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+        with torch.inference_mode(), on_device:
             if self.tile is not None and max(x.shape[2:]) > self.tile:
                 self._tiled(x, out)
             else:
