@@ -78,14 +78,16 @@ void backward_tap(const scalar_t* a, const scalar_t* p, const scalar_t* n, const
       std::fill(count.begin(), count.begin() + len, acc_t(0));
       for (int64_t k = 0; k < g.K; ++k) {
         const scalar_t* nk = n + k * g.neg_stride_k + b * g.neg_stride_b + lo;
-        for (int64_t i = 0; i < len; ++i) count[i] += sign(acc_t(a[off + i]) - acc_t(nk[i]));
+        for (int64_t i = 0; i < len; ++i) count[i] += sign_diff(acc_t(a[off + i]), acc_t(nk[i]));
       }
       const acc_t al = alpha[b], be = beta[b];
       for (int64_t i = 0; i < len; ++i) {
-        ga[off + i] = scalar_t(al * sign(acc_t(a[off + i]) - acc_t(p[off + i])) + be * count[i]);
+        ga[off + i] = scalar_t(al * sign_diff(acc_t(a[off + i]), acc_t(p[off + i])) + be * count[i]);
       }
       if (gp == nullptr) continue;
-      for (int64_t i = 0; i < len; ++i) gp[off + i] = scalar_t(-al * sign(acc_t(a[off + i]) - acc_t(p[off + i])));
+      for (int64_t i = 0; i < len; ++i) {
+        gp[off + i] = scalar_t(-al * sign_diff(acc_t(a[off + i]), acc_t(p[off + i])));
+      }
     }
   });
 }

@@ -26,10 +26,11 @@ struct Geometry {
   int64_t B, K, m, neg_stride_k, neg_stride_b;
 };
 
-// d|x|/dx as autograd defines it (0 at 0).
+// sign(x - y), the derivative of |x - y| in x as autograd defines it (0 at x == y),
+// from two comparisons (no subtraction).
 template <typename T>
-CSD_HD inline T sign(T x) {
-  return T(x > 0) - T(x < 0);
+CSD_HD inline T sign_diff(T x, T y) {
+  return T(x > y) - T(x < y);
 }
 
 CSD_HD inline int64_t num_chunks(int64_t m) { return (m + kChunk - 1) / kChunk; }

@@ -40,7 +40,7 @@ def make_inputs(shape, k, shared, dtype=torch.float32, device="cpu", positive_gr
 
 
 def reference_run(anchor, positive, negatives, reduction):
-    """Reference loss, per-sample terms and gradients, on copies of the inputs."""
+    """Reference loss and gradients, on copies of the inputs."""
     a = anchor.detach().clone().requires_grad_()
     p = positive.detach().clone().requires_grad_(positive.requires_grad)
     loss = contrastive_ratio_reference(a, p, negatives, reduction)

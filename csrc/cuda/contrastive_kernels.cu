@@ -126,8 +126,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t off = b * g.m + lo + i;
     const acc_t x = to_acc(a[off]);
     acc_t count = 0;
-    for (int64_t k = 0; k < g.K; ++k) count += sign(x - to_acc(nb[k * g.neg_stride_k + i]));
-    const acc_t sp = alpha * sign(x - to_acc(p[off]));
+    for (int64_t k = 0; k < g.K; ++k) count += sign_diff(x, to_acc(nb[k * g.neg_stride_k + i]));
+    const acc_t sp = alpha * sign_diff(x, to_acc(p[off]));
     ga[off] = from_acc<scalar_t>(sp + beta * count);
     if (gp != nullptr) gp[off] = from_acc<scalar_t>(-sp);
   }
