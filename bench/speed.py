@@ -105,41 +105,37 @@ def median_ms(fn, x, repeats: int, warmup: int) -> float:
 def run_case(arch, width, scale, lr_hw, args, device, dtype, teachers):
     """One row: the timings (ms) of fast and every baseline that runs here, plus FLOPs and error."""
     torch.manual_seed(0)
-    model = build_model(arch, scale=scale, preset=args.preset).to(device).eval()
+    model = build_model(arch, scale=scale, preset=args.preset).to(device).eval().requires_grad_(False)
     student = model.export(width)
     x = torch.rand(1, 3, *lr_hw, device=device)
-    xd = x.to(dtype)
-    ms, notes = {}, {}
-    with torch.inference_mode():
-        fast = accelerate(student, dtype=dtype)
-        y_fast = fast(x)
-        ms["fast"] = median_ms(fast, x, args.repeats, args.warmup)
-
-        model.to(dtype)
-        ms["official"] = median_ms(lambda t: model(t, width), xd, args.repeats, args.warmup)
-        model.float()
-        exported = student.to(dtype=dtype, memory_format=torch.channels_last)
-        x_cl = xd.contiguous(memory_format=torch.channels_last)
-        max_err = (y_fast.float() - exported(x_cl).float()).abs().max().item()
-        ms["exported"] = median_ms(exported, x_cl, args.repeats, args.warmup)
-
-    if device.type == "cuda" and not args.no_compile:
-        try:
-            compiled = torch.compile(exported, mode="max-autotune", dynamic=False)
-            with torch.inference_mode():
-                ms["compiled"] = median_ms(compiled, x_cl, args.repeats, max(args.warmup, 2))
-        except Exception as err:  # a failed compile is a result to report, not a crash
-            notes["compiled"] = f"failed: {type(err).__name__}: {str(err)[:200]}"
-    else:
-        notes["compiled"] = "skipped (CUDA only)" if device.type != "cuda" else "skipped (--no-compile)"
-
+    x_cl = x.to(dtype).contiguous(memory_format=torch.channels_last)
     key = (arch, scale, lr_hw)
     if key not in teachers:
         with torch.inference_mode():
             teachers[key] = median_ms(lambda t: model(t, 1.0), x, args.repeats, args.warmup)
-    ms["teacher"] = teachers[key]
+
+    fast = accelerate(student, dtype=dtype)
+    official = model.to(dtype)  # the teacher's weights, sliced at every call
+    exported = student.to(dtype=dtype, memory_format=torch.channels_last)
+    runs = {"fast": (fast, x), "official": (lambda t: official(t, width), x.to(dtype)), "exported": (exported, x_cl)}
+    notes = {}
+    if device.type == "cuda" and not args.no_compile:
+        runs["compiled"] = (torch.compile(exported, mode="max-autotune", dynamic=False), x_cl)
+    else:
+        notes["compiled"] = "skipped (CUDA only)" if device.type != "cuda" else "skipped (--no-compile)"
     if device.type != "cuda":
         notes["fast"] = "eager channels_last backend (Triton rows need CUDA)"
+
+    ms = {"teacher": teachers[key]}
+    with torch.inference_mode():
+        max_err = (fast(x).float() - exported(x_cl).float()).abs().max().item()
+        for name, (fn, inp) in runs.items():
+            try:
+                ms[name] = median_ms(fn, inp, args.repeats, args.warmup)
+            except Exception as err:  # e.g. a failed max-autotune compile: a result to report, not a crash
+                if name == "fast":
+                    raise
+                notes[name] = f"failed: {type(err).__name__}: {str(err)[:200]}"
     return ms, notes, conv_flops(student, (1, 3, *lr_hw)), max_err
 
 
