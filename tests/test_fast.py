@@ -197,3 +197,14 @@ def test_speed_bench_quick_writes_results(tmp_path):
         assert row["ms"]["fast"] > 0 and row["speedup"]["exported"] > 0 and row["max_err"] < 1e-4
     assert result["meta"]["torch"] == torch.__version__
     assert "| model |" in js.with_suffix(".md").read_text()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_tiling_replays_one_graph_and_matches_one_pass():
+    model = _model("edsr", 4, device="cuda", n_resblocks=1)
+    x = torch.rand(1, 3, 45, 61, device="cuda")
+    one = accelerate(model, dtype=torch.float16)(x)
+    tiled = accelerate(model, dtype=torch.float16, tile=16, tile_overlap=6)
+    assert_close(tiled(x), one, 1e-3, 1e-3, what="tiled")
+    assert len(tiled._graphs) == 1  # every window has the same shape
