@@ -177,7 +177,7 @@ def test_gpu_torch_compile_composes():
     fast = accelerate(student, dtype=torch.float16, cuda_graphs=False)
     x = torch.rand(1, 3, 24, 40, device="cuda")
     compiled = torch.compile(fast, fullgraph=True)
-    assert_close(compiled(x), fast(x), 1e-3, 1e-3, what="compiled")
+    assert_close(compiled(x), fast(x), 1e-2, 1e-2, what="compiled")  # fp16; pooling atomics sum in any order
 
 
 def test_speed_bench_quick_writes_results(tmp_path):
