@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)
+$(STAMP): setup.py $(shell find csrc -type f)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0

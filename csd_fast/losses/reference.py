@@ -41,6 +41,8 @@ def contrastive_ratio_reference(
     """One tap's CL (see module docstring), computed the obvious way in fp32."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    if anchor.dim() < 2:
+        raise ValueError(f"anchor: expected a [B, C, ...] tensor of at least 2 dims, got shape {tuple(anchor.shape)}")
     a, p = anchor.float(), positive.float()
     shared = negatives_are_shared(anchor, negatives)
     n = negatives.float().unsqueeze(1) if shared else negatives.float()  # [K, B or 1, ...]
