@@ -10,10 +10,11 @@ official negatives (K LR images of the batch, bicubic-upsampled), Adam, L1 terms
   ``t_detach``), ``vgg(student)``, ``vgg(neg)``; per tap the negatives are repeated to
   ``[K, B, ...]`` and ``d_sn = mean(|neg - student|.sum(0))``, ``d_ts = l1(teacher, student)``.
 
-Each variant runs in a fresh subprocess: one warm-up step (peak memory) then ``--steps`` timed
-steps (median). Peak memory on CPU: the process's peak resident set (``ru_maxrss``) after the
-warm-up step minus its resident set just before it (model, optimizer, VGG and batch already
-allocated); on CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before the step.
+Each variant runs in fresh subprocesses, ``--rounds`` times in alternating order (so that load
+from other processes on a shared machine hits both alike): one warm-up step (peak memory) then
+``--steps`` timed steps; the step time is the median over all rounds' timed steps. Peak memory
+on CPU: the process's peak resident set (``ru_maxrss``) after the warm-up step minus its
+resident set just before it (model, optimizer, VGG and batch already allocated); on CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before the step.
 Ratios are official / csd_fast from one invocation (higher = csd_fast better). The first
 step's loss of both variants is recorded: they compute the same objective.
 
@@ -43,23 +44,14 @@ from csd_fast.models import build_model
 from csd_fast.negatives import bicubic_upsample
 from csd_fast.trainer import CSDTrainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loss import official_l1_forward  # noqa: E402  (the official formula, shared with bench/loss.py)
+
 VARIANTS = ("csd_fast", "official")
 CONFIGS = {
     "target": dict(n_feats=64, n_resblocks=16, scale=4, width=0.25, batch=16, patch=96, k=10),
     "quick": dict(n_feats=16, n_resblocks=2, scale=2, width=0.25, batch=4, patch=32, k=3),
 }
-
-
-def official_contrastive(vgg, teacher, student, neg, weights=TAP_WEIGHTS):
-    """The official CSD ``ContrastLoss.forward`` (t_detach) on SR outputs and K negatives."""
-    t_vgg, s_vgg, n_vgg = vgg(teacher), vgg(student), vgg(neg)
-    loss = 0
-    for t, s, n, w in zip(t_vgg, s_vgg, n_vgg, weights):
-        neg_i = n.unsqueeze(0).repeat(s.shape[0], 1, 1, 1, 1).permute(1, 0, 2, 3, 4)  # [K, B, ...]
-        d_ts = F.l1_loss(t.detach(), s)
-        d_sn = torch.mean(torch.abs(neg_i.detach() - s).sum(0))
-        loss = loss + w * d_ts / (d_sn + 1e-7)
-    return loss
 
 
 def official_step(trainer: CSDTrainer, lr, hr):
@@ -70,7 +62,8 @@ def official_step(trainer: CSDTrainer, lr, hr):
     loss = F.l1_loss(student, hr) * pr + trainer.lambda_t * F.l1_loss(teacher, hr) * pr
     perm = torch.randperm(lr.shape[0])[: trainer.neg_num].to(lr.device)  # as make_negatives("official")
     neg = bicubic_upsample(lr[perm], model.scale)
-    loss = loss + trainer.lambda_c * official_contrastive(trainer.contrastive.encoder, teacher, student, neg)
+    vgg = trainer.contrastive.encoder  # vgg(teacher) keeps its graph: the official code detaches only its features
+    loss = loss + trainer.lambda_c * official_l1_forward(vgg(student), vgg(teacher), vgg(neg), TAP_WEIGHTS)
     loss.backward()
     opt.step()
     return loss.item()
@@ -142,6 +135,25 @@ def run_in_subprocess(variant: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def interleaved(args) -> dict:
+    """``--rounds`` rounds of one subprocess per variant, the order alternating, so that load from
+    other processes on a shared machine hits both variants alike; per variant: the median step
+    time over all rounds, the median peak memory, and the per-round values."""
+    rounds = {v: [] for v in VARIANTS}
+    for r in range(args.rounds):
+        for v in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+            rounds[v].append(run_in_subprocess(v, args))
+    return {
+        v: {
+            "ms": statistics.median(t for run in runs for t in run["times_ms"]),
+            "peak_mib": statistics.median(run["peak_mib"] for run in runs),
+            "first_loss": runs[0]["first_loss"],
+            "rounds": runs,
+        }
+        for v, runs in rounds.items()
+    }
+
+
 def device_tag(device: str) -> tuple[str, str]:
     """(file tag, readable name): ``cpu`` or ``cuda_<gpu name>``."""
     if device != "cuda":
@@ -158,7 +170,8 @@ def markdown(meta: dict, results: dict) -> str:
         f"torch {meta['torch']}, contrastive op backend {meta['backend']}, {meta['threads']} thread(s), {meta['date']}.",
         f"EDSR {meta['n_feats']}x{meta['n_resblocks']} x{meta['scale']} (teacher), student width {meta['width']}, "
         f"batch {meta['batch']}, HR patch {meta['patch']}, K = {meta['k']} official negatives, "
-        f"median of {meta['steps']} steps after a warm-up step.",
+        f"{meta['rounds']} rounds (a fresh process per variant, alternating order), each a warm-up step then "
+        f"{meta['steps']} timed steps; median over all timed steps.",
         f"Peak memory: {meta['memory']}.",
         "",
         "| variant | step ms | peak MiB | first-step loss |",
@@ -167,7 +180,9 @@ def markdown(meta: dict, results: dict) -> str:
         f"| official-style eager | {o['ms']:.0f} | {o['peak_mib']:.0f} | {o['first_loss']:.6g} |",
         "",
         f"Speed-up (official / csd_fast time): **{meta['speedup']:.2f}x**; "
-        f"peak-memory ratio (official / csd_fast): **{meta['memory_ratio']:.2f}x**.",
+        f"peak-memory ratio (official / csd_fast): **{meta['memory_ratio']:.2f}x** (median over rounds).",
+        "Per-round step-time ratios (official / csd_fast): "
+        + ", ".join(f"{o_r['ms'] / c_r['ms']:.2f}x" for c_r, o_r in zip(c["rounds"], o["rounds"])) + ".",
         "",
         f"Command: `{meta['command']}`",
     ])  # fmt: skip
@@ -176,7 +191,8 @@ def markdown(meta: dict, results: dict) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (EDSR 16x2 x2, B 4, HR 32, K 3)")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up step")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up step, per round")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per variant, run alternately")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (1: on shared cores more threads oversubscribe and run slower)")
@@ -190,7 +206,7 @@ def main(argv=None) -> dict:
         print(json.dumps(run_variant(args.worker, cfg, args.device, args.steps, args.vgg_weights)))
         return {}
 
-    results = {v: run_in_subprocess(v, args) for v in VARIANTS}
+    results = interleaved(args)
     tag, name = device_tag(args.device)
     memory = (
         "growth of the peak resident set (ru_maxrss) over the warm-up step, above the resident set "
@@ -201,6 +217,7 @@ def main(argv=None) -> dict:
     meta = {
         "config": "quick" if args.quick else "target", **cfg, "device": args.device, "device_name": name,
         "torch": torch.__version__, "backend": ops.backend(), "threads": args.threads, "steps": args.steps,
+        "rounds": args.rounds,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "memory": memory,
         "speedup": results["official"]["ms"] / results["csd_fast"]["ms"],
         "memory_ratio": results["official"]["peak_mib"] / max(results["csd_fast"]["peak_mib"], 1e-9),

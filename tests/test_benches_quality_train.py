@@ -32,7 +32,7 @@ def test_quality_bench_quick(tmp_path):
 @pytest.mark.slow
 def test_train_bench_quick(tmp_path):
     train = load("train")
-    report = train.main(["--quick", "--steps", "1", "--out", str(tmp_path)])
+    report = train.main(["--quick", "--steps", "1", "--rounds", "1", "--out", str(tmp_path)])
     c, o = report["results"]["csd_fast"], report["results"]["official"]
     assert c["ms"] > 0 and o["ms"] > 0 and c["peak_mib"] >= 0
     assert c["first_loss"] == pytest.approx(o["first_loss"], rel=1e-4)  # the same objective
