@@ -103,11 +103,6 @@ class DynamicNegatives:
         self.history = _frozen_copy(student)
         self.last_refresh = 0
 
-    def to(self, device) -> "DynamicNegatives":
-        self.ema.to(device)
-        self.history.to(device)
-        return self
-
     @staticmethod
     def _lerp(target: nn.Module, source: nn.Module, keep: float) -> None:
         """``target = keep * target + (1 - keep) * source`` on parameters; buffers are copied."""
