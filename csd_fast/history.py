@@ -52,7 +52,9 @@ def scaled_schedule(total_steps: int, reference_steps: int = PAPER_STEPS) -> dic
 
     The EMA time constant ``1 / (1 - decay)`` (paper: 1000 steps) and the refresh intervals
     (paper: 1000, 2000, 3000) are scaled by ``total_steps / reference_steps``, floored at 1 step
-    (time constant >= 1: decay >= 0).
+    (time constant >= 1: decay >= 0). For runs of a few hundred steps this makes the history
+    trail the student by about one step, the regime the paper's Fig. 8(b) warns about: in
+    ``bench/quality.py --quick`` (150 steps) training then diverges.
     """
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps: expected an int >= 1, got {total_steps!r}")
