@@ -149,7 +149,7 @@ class KDTrainer(CSDTrainer):
         loss = l1_s + self.lambda_kd * l1_kd
         terms = {"l1_student": l1_s.item(), "l1_kd": l1_kd.item()}
         if self.lambda_c > 0 or self.lambda_ce > 0:
-            encode = self.contrastive._encode  # one encoder pass per image serves CL and DMM
+            encode = self.contrastive.encode  # one encoder pass per image serves CL and DMM
             feats_s = encode(student)
             with torch.no_grad():
                 feats_t = encode(teacher)

@@ -122,3 +122,10 @@ def test_vgg_bad_file_is_named(tmp_path):
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, partial)
     with pytest.raises(ValueError, match="missing"):
         VGG19Taps(str(partial))
+
+
+def test_custom_encoder_stays_in_eval_mode():
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+    loss_fn = ContrastiveLoss(encoder=enc, weights=(1.0,))
+    loss_fn.train()
+    assert not enc.training and not enc[1].training

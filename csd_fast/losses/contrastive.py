@@ -41,23 +41,30 @@ class ContrastiveLoss(nn.Module):
         if backend not in ("auto", "eager"):
             raise ValueError(f"backend: expected 'auto' or 'eager', got {backend!r}")
         self.encoder = encoder if encoder is not None else VGG19Taps(vgg_weights)
-        self.encoder.requires_grad_(False)
+        self.encoder.requires_grad_(False).eval()
         self.weights = tuple(float(w) for w in weights)
         self.reduction, self.eps, self.backend = reduction, eps, backend
         self._combine = ops.multi_tap_contrastive if backend == "auto" else multi_tap_contrastive_reference
 
     def forward(self, student: Tensor, teacher: Tensor, negatives: Negatives) -> Tensor:
-        feats_s = self._encode(student)
+        feats_s = self.encode(student)
         with torch.no_grad():
-            feats_t = self._encode(teacher.detach())
-            feats_n = [negatives.gather(f) for f in self._encode(negatives.images)]
+            feats_t = self.encode(teacher.detach())
+            feats_n = [negatives.gather(f) for f in self.encode(negatives.images)]
         return self.combine(feats_s, feats_t, feats_n)
 
     def combine(self, feats_s, feats_t, feats_n) -> Tensor:
         """sum_j w_j CL_j on precomputed features (the op, or the reference with ``backend="eager"``)."""
         return self._combine(feats_s, feats_t, feats_n, self.weights, reduction=self.reduction, eps=self.eps)
 
-    def _encode(self, x: Tensor) -> list[Tensor]:
+    def train(self, mode: bool = True):
+        """The encoder is frozen: it stays in eval mode (no BatchNorm/Dropout updates) whatever ``mode``."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The encoder's feature maps, one per weight."""
         feats = list(self.encoder(x))
         if len(feats) != len(self.weights):
             raise ValueError(
