@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .slim import SlimConv2d, check_width
+from .slim import MeanShift, SlimConv2d, SlimUpsampler, check_width, upsample_factors
 
 
 def check_lr_input(x: Tensor, name: str = "lr") -> None:
@@ -33,6 +33,19 @@ class SlimSRModel(nn.Module):
         """[B,3,H,W] in [0,1] -> [B,3,sH,sW]; ``width`` selects the channel-split sub-network."""
         check_lr_input(x)
         return self._forward(x, check_width(width))
+
+    def _build_frame(self, scale: int, n_feats: int, rgb_mean, act_upsample: bool = False) -> None:
+        """The layers every architecture shares: mean shift, head conv, upsampler, tail conv."""
+        upsample_factors(scale)
+        self.mean_shift = MeanShift(rgb_mean)
+        self.head = SlimConv2d(3, n_feats)
+        self.upsampler = SlimUpsampler(scale, n_feats, act=act_upsample)
+        self.tail = SlimConv2d(n_feats, 3, fixed_out=True)
+
+    def _run_frame(self, x: Tensor, width: float, body) -> Tensor:
+        """``add_mean(tail(upsampler(body(head(sub_mean(x))))))`` at ``width``."""
+        h = self.head(self.mean_shift.sub(x), width)
+        return self.mean_shift.add(self.tail(self.upsampler(body(h, width), width), width))
 
     @property
     def scale(self) -> int:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .base import SlimSRModel
 from .registry import register_model
-from .slim import DIV2K_RGB_MEAN, MeanShift, SlimConv2d, SlimUpsampler, slim_channels, upsample_factors
+from .slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
 
 
 class ResidualUnit(nn.Module):
@@ -53,17 +53,12 @@ class SlimCARN(SlimSRModel):
 
     def __init__(self, scale: int = 4, n_feats: int = 64, rgb_mean=DIV2K_RGB_MEAN):
         super().__init__()
-        upsample_factors(scale)
         self.config = dict(scale=scale, n_feats=n_feats, rgb_mean=tuple(rgb_mean))
-        self.mean_shift = MeanShift(rgb_mean)
-        self.head = SlimConv2d(3, n_feats)
+        self._build_frame(scale, n_feats, rgb_mean, act_upsample=True)
         self.body = Cascade(n_feats, lambda: Cascade(n_feats, lambda: ResidualUnit(n_feats)))
-        self.upsampler = SlimUpsampler(scale, n_feats, act=True)
-        self.tail = SlimConv2d(n_feats, 3, fixed_out=True)
 
     def _forward(self, x: Tensor, width: float) -> Tensor:
-        h = self.body(self.head(self.mean_shift.sub(x), width), width)
-        return self.mean_shift.add(self.tail(self.upsampler(h, width), width))
+        return self._run_frame(x, width, self.body)
 
     def compact_config(self, width: float) -> dict:
         return dict(self.config, n_feats=slim_channels(self.config["n_feats"], width))

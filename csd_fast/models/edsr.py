@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .base import SlimSRModel
 from .registry import register_model
-from .slim import DIV2K_RGB_MEAN, MeanShift, SlimConv2d, SlimUpsampler, slim_channels, upsample_factors
+from .slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
 
 
 class ResBlock(nn.Module):
@@ -31,22 +31,19 @@ class SlimEDSR(SlimSRModel):
 
     def __init__(self, scale: int = 4, n_feats: int = 256, n_resblocks: int = 32, res_scale: float = 0.1, rgb_mean=DIV2K_RGB_MEAN):
         super().__init__()
-        upsample_factors(scale)
         self.config = dict(scale=scale, n_feats=n_feats, n_resblocks=n_resblocks, res_scale=res_scale, rgb_mean=tuple(rgb_mean))
-        self.mean_shift = MeanShift(rgb_mean)
-        self.head = SlimConv2d(3, n_feats)
+        self._build_frame(scale, n_feats, rgb_mean)
         self.body = nn.ModuleList(ResBlock(n_feats, res_scale) for _ in range(n_resblocks))
         self.body_conv = SlimConv2d(n_feats, n_feats)
-        self.upsampler = SlimUpsampler(scale, n_feats)
-        self.tail = SlimConv2d(n_feats, 3, fixed_out=True)
 
-    def _forward(self, x: Tensor, width: float) -> Tensor:
-        h = self.head(self.mean_shift.sub(x), width)
+    def _body(self, h: Tensor, width: float) -> Tensor:
         r = h
         for block in self.body:
             r = block(r, width)
-        r = self.body_conv(r, width) + h
-        return self.mean_shift.add(self.tail(self.upsampler(r, width), width))
+        return self.body_conv(r, width) + h
+
+    def _forward(self, x: Tensor, width: float) -> Tensor:
+        return self._run_frame(x, width, self._body)
 
     def compact_config(self, width: float) -> dict:
         return dict(self.config, n_feats=slim_channels(self.config["n_feats"], width))

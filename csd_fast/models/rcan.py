@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .base import SlimSRModel
 from .registry import register_model
-from .slim import DIV2K_RGB_MEAN, MeanShift, SlimConv2d, SlimUpsampler, slim_channels, upsample_factors
+from .slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
 
 
 class ChannelAttention(nn.Module):
@@ -60,26 +60,23 @@ class SlimRCAN(SlimSRModel):
         reduction: int = 16, ca_channels: int | None = None, rgb_mean=DIV2K_RGB_MEAN,
     ):
         super().__init__()
-        upsample_factors(scale)
         ca_channels = ca_channels or max(1, n_feats // reduction)
         self.config = dict(
             scale=scale, n_feats=n_feats, n_resgroups=n_resgroups, n_resblocks=n_resblocks,
             reduction=reduction, ca_channels=ca_channels, rgb_mean=tuple(rgb_mean),
         )
-        self.mean_shift = MeanShift(rgb_mean)
-        self.head = SlimConv2d(3, n_feats)
+        self._build_frame(scale, n_feats, rgb_mean)
         self.groups = nn.ModuleList(ResidualGroup(n_feats, ca_channels, n_resblocks) for _ in range(n_resgroups))
         self.body_conv = SlimConv2d(n_feats, n_feats)
-        self.upsampler = SlimUpsampler(scale, n_feats)
-        self.tail = SlimConv2d(n_feats, 3, fixed_out=True)
 
-    def _forward(self, x: Tensor, width: float) -> Tensor:
-        h = self.head(self.mean_shift.sub(x), width)
+    def _body(self, h: Tensor, width: float) -> Tensor:
         r = h
         for group in self.groups:
             r = group(r, width)
-        r = self.body_conv(r, width) + h
-        return self.mean_shift.add(self.tail(self.upsampler(r, width), width))
+        return self.body_conv(r, width) + h
+
+    def _forward(self, x: Tensor, width: float) -> Tensor:
+        return self._run_frame(x, width, self._body)
 
     def compact_config(self, width: float) -> dict:
         c = self.config
