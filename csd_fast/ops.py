@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .losses.reference import (
     REDUCTIONS,
+    check_tap_counts,
     contrastive_ratio_reference,
     multi_tap_contrastive_reference,
     negatives_are_shared,
@@ -137,11 +138,7 @@ def multi_tap_contrastive(
     eps: float = 1e-7,
 ) -> Tensor:
     """``sum_j weights[j] * CL_j`` over the VGG taps j (fp32 scalar), in one op call."""
-    if not (len(anchors) == len(positives) == len(negatives) == len(weights) > 0):
-        raise ValueError(
-            "anchors, positives, negatives, weights: expected equal non-zero lengths, got "
-            f"{len(anchors)}, {len(positives)}, {len(negatives)}, {len(weights)}"
-        )
+    check_tap_counts(anchors, positives, negatives, weights)
     for j, (a, p, n) in enumerate(zip(anchors, positives, negatives)):
         check_inputs(a, p, n, reduction, eps)
         if a.dtype != anchors[0].dtype or a.device != anchors[0].device:

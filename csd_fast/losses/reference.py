@@ -54,6 +54,15 @@ def contrastive_ratio_reference(
     return (num / (den + eps)).mean()
 
 
+def check_tap_counts(anchors, positives, negatives, weights) -> None:
+    """One anchor, positive, negatives tensor and weight per tap, at least one tap."""
+    if not (len(anchors) == len(positives) == len(negatives) == len(weights) > 0):
+        raise ValueError(
+            "anchors, positives, negatives, weights: expected equal non-zero lengths, got "
+            f"{len(anchors)}, {len(positives)}, {len(negatives)}, {len(weights)}"
+        )
+
+
 def multi_tap_contrastive_reference(
     anchors: Sequence[Tensor],
     positives: Sequence[Tensor],
@@ -63,11 +72,7 @@ def multi_tap_contrastive_reference(
     eps: float = 1e-7,
 ) -> Tensor:
     """sum_j weights[j] * CL_j over the VGG taps j."""
-    if not (len(anchors) == len(positives) == len(negatives) == len(weights)):
-        raise ValueError(
-            "anchors, positives, negatives, weights: expected equal lengths, got "
-            f"{len(anchors)}, {len(positives)}, {len(negatives)}, {len(weights)}"
-        )
+    check_tap_counts(anchors, positives, negatives, weights)
     return sum(
         w * contrastive_ratio_reference(a, p, n, reduction, eps)
         for a, p, n, w in zip(anchors, positives, negatives, weights)
