@@ -28,8 +28,8 @@ def _add_demo(sub) -> None:
         "bundled photographs (scikit-image's data files), then evaluate bicubic / student / teacher "
         "on held-out photos and write runs/demo/.",
     )
-    p.add_argument("--minutes", type=float, default=8.0, help="training time budget (default 8)")
-    p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: time budget only)")
+    p.add_argument("--minutes", type=float, default=9.0, help="cap on training time; stops early with a checkpoint (default 9)")
+    p.add_argument("--steps", type=int, default=800, help="training steps (default 800; the --minutes cap may stop earlier)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--vgg-weights", default=None, help="torchvision vgg19-dcbb9e9d.pth (else random VGG, with a warning)")
     p.add_argument("--seed", type=int, default=0)
