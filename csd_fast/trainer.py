@@ -120,8 +120,8 @@ class CSDTrainer:
         self.pixel_range = float(pixel_range)
         self.contrastive = (contrastive or ContrastiveLoss(reduction=reduction, vgg_weights=vgg_weights)).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=betas, eps=1e-8)
-        self.lr_step, self.lr_gamma = lr_step, lr_gamma
-        self.scheduler = None
+        self.base_lr, self.lr_step, self.lr_gamma = lr, lr_step, lr_gamma
+        self.lr_step_size: int | None = None  # set by fit (lr_step, else half the run)
         self.out_dir, self.checkpoint_every, self.val_every = out_dir, checkpoint_every, val_every
         self.seed, self.progress = seed, progress
         self.step_count = 0
@@ -194,13 +194,24 @@ class CSDTrainer:
                 "batch for NaN/Inf pixels or lower the learning rate."
             )
         loss.backward()
+        self._apply_lr()
         self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
         self.step_count += 1
         if self.dynamic is not None:
             self.dynamic.update(self.model, self.step_count, self.total_steps)
         return terms
+
+    def _apply_lr(self) -> None:
+        """Step decay from the absolute step: ``base_lr * gamma ** (step // step_size)``.
+
+        Derived from ``step_count`` rather than kept in a scheduler, so calling ``fit`` again or
+        resuming never compounds or restarts the decay.
+        """
+        if self.lr_step_size is None:
+            return
+        lr = self.base_lr * self.lr_gamma ** (self.step_count // self.lr_step_size)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     # ----------------------------------------------------------------- data
     def _batch(self, dataset, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -240,9 +251,7 @@ class CSDTrainer:
         if len(train_set) == 0:
             raise ValueError("train_set: expected at least one training pair, got an empty dataset")
         self.total_steps = steps
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=self.lr_step or max(1, steps // 2), gamma=self.lr_gamma
-        )
+        self.lr_step_size = self.lr_step or max(1, steps // 2)
         if resume:
             self.resume()
         start = time.monotonic()
@@ -304,7 +313,7 @@ class CSDTrainer:
             "width": self.width,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scheduler": {"step_size": self.lr_step_size, "gamma": self.lr_gamma, "base_lr": self.base_lr},
             "history": self.history,
             "dynamic": None if self.dynamic is None else self.dynamic.state_dict(),
         }
@@ -317,8 +326,6 @@ class CSDTrainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
         self.step_count = state["step"]
         self.history = list(state["history"])
         if self.dynamic is not None:

@@ -130,3 +130,15 @@ def test_bad_fit_arguments():
         trainer.fit(PairSet(), steps=0)
     with pytest.raises(TypeError, match="model"):
         CSDTrainer(torch.nn.Conv2d(3, 3, 3))
+
+
+def test_step_decay_follows_the_absolute_step_across_fit_calls():
+    # lr_k = 1e-4 * 0.5 ** (k // 2) for the k-th step (0-based), however fit is called.
+    once = tiny_trainer(lr_step=2)
+    once.fit(PairSet(), steps=5, batch_size=4)
+    twice = tiny_trainer(lr_step=2)
+    twice.fit(PairSet(), steps=3, batch_size=4)
+    twice.fit(PairSet(), steps=5, batch_size=4)
+    expected = [1e-4 * 0.5 ** (k // 2) for k in range(5)]
+    for trainer in (once, twice):
+        assert [r["lr"] for r in trainer.history] == pytest.approx(expected)
