@@ -163,7 +163,7 @@ class FastStudent(nn.Module):
         self.backend = self.ops.name
         self.channels = model.head.out_channels
         pack = self.ops.pack
-        self.head, self.tail = pack(model.head), pack(model.tail)
+        self.head, self.tail = (pack(conv) for conv in model.unit_range_frame())  # [0, 1] in and out
         self.up = [(pack(conv, f), f) for conv, f in zip(model.upsampler.convs, model.upsampler.factors)]
         self.up_relu = model.upsampler.act
         if self.arch == "edsr":

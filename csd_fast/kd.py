@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .losses import ContrastiveLoss
 from .models import SlimSRModel
+from .objective import CSDObjective
 from .trainer import CSDTrainer
 
 DCKD_LAMBDA_CE = 0.001
@@ -124,20 +125,38 @@ class KDTrainer(CSDTrainer):
         if lambda_ce > 0 and codebook is None:
             raise ValueError(f"codebook: lambda_ce = {lambda_ce} needs a [n_codes, dim] codebook, got None")
         self.teacher = teacher.requires_grad_(False).eval()
+        self.lambda_kd, self.lambda_ce = float(lambda_kd), float(lambda_ce)
+        self.codebook = codebook
         if encoder is not None:
             kwargs["contrastive"] = ContrastiveLoss(encoder=encoder.eval(), weights=encoder_weights, reduction=reduction)
         super().__init__(
             student, width=width, negatives=negatives, lambda_t=0.0, lambda_c=lambda_c,
             reduction=reduction, pixel_range=pixel_range, **kwargs,
         )
-        self.lambda_kd, self.lambda_ce = float(lambda_kd), float(lambda_ce)
-        self.dmm = DMMLoss(codebook).to(self.device) if codebook is not None else None
+        self.dmm = self.objective.dmm
 
-    def _make_net(self) -> nn.Module:
-        return DistillForward(self.teacher.to(self.device), self.model)
+    def _make_objective(self) -> "DistillObjective":
+        o = self.options
+        dmm = DMMLoss(self.codebook).to(self.device) if self.codebook is not None else None
+        return DistillObjective(self.teacher.to(self.device), self.model, self.width, o.negatives, o.neg_num,
+                                self.lambda_kd, o.lambda_c, self.lambda_ce, o.pixel_range, self.contrastive,
+                                self.dynamic, dmm)
 
-    def compute_loss(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Eq. 10 on one batch; returns the loss and its terms for logging."""
+    def _val_outputs(self, lr: Tensor) -> dict[str, Tensor]:
+        return {"psnr_teacher": self.teacher(lr), "psnr_student": self.model(lr, self.width)}
+
+
+class DistillObjective(CSDObjective):
+    """Eq. 10 on one batch (module docstring): ``objective(lr, hr, generator) -> (loss, terms)``."""
+
+    def __init__(self, teacher: nn.Module, student: SlimSRModel, width: float, negatives: str, neg_num: int,
+                 lambda_kd: float, lambda_c: float, lambda_ce: float, pixel_range: float,
+                 contrastive: ContrastiveLoss, dynamic=None, dmm: DMMLoss | None = None):
+        super().__init__(student, width, negatives, neg_num, 0.0, lambda_c, pixel_range, contrastive, dynamic)
+        self.lambda_kd, self.lambda_ce, self.dmm = lambda_kd, lambda_ce, dmm
+        self.net = DistillForward(teacher, student)
+
+    def __call__(self, lr: Tensor, hr: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
         teacher, student = self.net(lr, self.width)
         if teacher.shape != student.shape:
             raise ValueError(
@@ -147,25 +166,22 @@ class KDTrainer(CSDTrainer):
         l1_s = F.l1_loss(student, hr) * self.pixel_range
         l1_kd = F.l1_loss(student, teacher) * self.pixel_range
         loss = l1_s + self.lambda_kd * l1_kd
-        terms = {"l1_student": l1_s.item(), "l1_kd": l1_kd.item()}
+        terms = {"l1_student": l1_s, "l1_kd": l1_kd}
         if self.lambda_c > 0 or self.lambda_ce > 0:
             encode = self.contrastive.encode  # one encoder pass per image serves CL and DMM
             feats_s = encode(student)
             with torch.no_grad():
                 feats_t = encode(teacher)
             if self.lambda_c > 0:
-                neg = self.make_negatives(lr)
+                neg = self.make_negatives(lr, generator)
                 with torch.no_grad():
                     feats_n = [neg.gather(f) for f in encode(neg.images)]
                 cl = self.contrastive.combine(feats_s, feats_t, feats_n)
                 loss = loss + self.lambda_c * cl
-                terms["contrastive"] = cl.item()
+                terms["contrastive"] = cl
             if self.lambda_ce > 0:
                 ce = self.dmm(feats_s[-1], feats_t[-1])
                 loss = loss + self.lambda_ce * ce
-                terms["dmm"] = ce.item()
-        terms["loss"] = loss.item()
+                terms["dmm"] = ce
+        terms["loss"] = loss
         return loss, terms
-
-    def _val_outputs(self, lr: Tensor) -> dict[str, Tensor]:
-        return {"psnr_teacher": self.teacher(lr), "psnr_student": self.model(lr, self.width)}

@@ -1,9 +1,10 @@
 """Model files: a compact student in one safetensors file, and loading any model file the CLI accepts.
 
 A student file holds the weights plus, in its safetensors metadata under ``"csd_fast"``, a JSON
-``{"format": 1, "arch", "config", "width", "source"}``: enough to rebuild it with
+``{"format_version": 2, "arch", "config", "width", "source"}``: enough to rebuild it with
 ``model_from_config`` and no teacher. ``save_student`` also writes that JSON beside it
-(``student.json``) for people and tools that do not read safetensors metadata.
+(``student.json``) for people and tools that do not read safetensors metadata. Files of format 1
+(``"format": 1``, [0, 1]-unit parameters) are converted on load (``csd_fast.checkpoint``).
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import FORMAT_VERSION, model_state_from_file
 from .models import SlimSRModel, model_from_config
 
 META_KEY = "csd_fast"
-FORMAT = 1
 
 
 def _json_config(config: dict) -> dict:
@@ -38,7 +39,7 @@ def save_student(model: SlimSRModel, path, width: float | None = None, source: s
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"path: expected a file name ending in .safetensors, got {str(path)!r}")
-    info = {"format": FORMAT, "arch": model.arch, "config": _json_config(model.config), "width": width, "source": source}
+    info = {"format_version": FORMAT_VERSION, "arch": model.arch, "config": _json_config(model.config), "width": width, "source": source}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
@@ -70,10 +71,13 @@ def load_student(path, device="cpu") -> SlimSRModel:
     info = read_student_info(path)
     if info is None:
         raise ValueError(f"{path}: no {META_KEY!r} metadata; expected a file written by csd_fast.save_student")
-    if info.get("format") != FORMAT:
-        raise ValueError(f"{path}: student file format {info.get('format')!r}, expected {FORMAT}")
+    version = info.get("format_version", info.get("format"))
+    try:
+        state = model_state_from_file(load_file(str(path)), version)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     model = model_from_config(info["arch"], info["config"])
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 
@@ -106,7 +110,10 @@ def load_model(path, device="cpu", **hints) -> LoadedModel:
     obj = load_checkpoint(str(path))
     if isinstance(obj, dict) and {"arch", "model_config", "model"} <= set(obj):
         model = model_from_config(obj["arch"], dict(obj["model_config"]))
-        model.load_state_dict(obj["model"])
+        try:
+            model.load_state_dict(model_state_from_file(obj["model"], obj.get("format_version")))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         info = {"step": obj.get("step"), "history": obj.get("history", [])}
         return LoadedModel(model.to(device).eval(), "checkpoint", obj.get("width"), info)
     teacher, fmt = load_teacher(obj, source=str(path), **hints)
