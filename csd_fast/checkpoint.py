@@ -3,7 +3,7 @@ checkpoint), and the file format version.
 
 ``FORMAT_VERSION`` 2: parameters in the official 8-bit units (``SlimSRModel.img_range``). Files
 without a version (checkpoints and students of earlier csd_fast) hold [0, 1]-unit parameters:
-``model_state_from_file`` converts them (``rescale_units`` by 255), giving the same outputs.
+``model_state_from_file`` converts them (``rescale_state`` by 255), giving the same outputs.
 """
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ import tempfile
 
 import torch
 
-from .models.base import SlimSRModel, rescale_units
+from .models import SlimSRModel, rescale_state
 
 FORMAT_VERSION = 2
 
 
-def model_state_from_file(state: dict, version) -> dict:
-    """A model state dict of a file of format ``version`` (None: unversioned) in today's units."""
+def model_state_from_file(state: dict, version, arch: str) -> dict:
+    """A model state dict (architecture ``arch``) of a file of format ``version`` (None: unversioned)
+    in today's units."""
     if version is None or version == 1:
-        return rescale_units(state, SlimSRModel.img_range)
+        return rescale_state(arch, state, SlimSRModel.img_range)
     if version != FORMAT_VERSION:
         raise ValueError(f"format_version: expected {FORMAT_VERSION} or an unversioned file, got {version!r} "
                          "(written by a newer csd_fast?)")

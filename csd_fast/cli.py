@@ -8,7 +8,7 @@ import argparse
 import sys
 from importlib import import_module
 
-from .options import cli_fields, option_default
+from .options import choices_of, cli_fields, option_default
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -95,7 +95,7 @@ def _add_train(sub) -> None:
         elif meta["item"] is not None:
             kw.update(type=meta["item"], nargs=meta["length"] or "+")
         else:
-            kw.update(type=meta["kind"], choices=meta["choices"])
+            kw.update(type=meta["kind"], choices=choices_of(meta))
         group.add_argument(flag, **kw)
     p.set_defaults(func=_runner("train"))
 

@@ -18,10 +18,11 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .models import model_names
+
 NEGATIVE_KINDS = ("official", "others", "self-blur", "dynamic")
 REDUCTIONS = ("batch", "sample")
 VGG_INPUTS = ("official", "imagenet")
-ARCHS = ("edsr", "rcan", "carn")
 
 
 def _opt(default, kind, help, *, low=None, high=None, low_open=False, high_open=False, choices=None, none=False, checked=False,
@@ -37,7 +38,7 @@ def _opt(default, kind, help, *, low=None, high=None, low_open=False, high_open=
 @dataclass
 class TrainOptions:
     # model (the CLI builds the model; the Python API gets a built one)
-    arch: str = _opt("edsr", str, "architecture", choices=ARCHS, group="model")
+    arch: str = _opt("edsr", str, "architecture (csd_fast.models.model_names())", choices=model_names, group="model")
     preset: str = _opt("paper", str, "size preset: paper, baseline (EDSR), demo", none=True, group="model")
     model_args: dict = _opt({}, dict, "override a model argument, e.g. n_feats=64 (repeatable flag; a mapping in config files)", group="model")
     scale: int = _opt(None, int, "upscaling factor 2, 3 or 4 (default 4, or the --teacher's)", choices=(2, 3, 4),
@@ -170,6 +171,12 @@ def differing(recorded: dict, current: dict, allowed=()) -> list[str]:
     return [k for k in current if k not in allowed and k in recorded and _plain(recorded[k]) != _plain(current[k])]
 
 
+def choices_of(meta: dict):
+    """A field's allowed values (``choices`` may be a function: the registered architectures)."""
+    choices = meta["choices"]
+    return tuple(choices()) if callable(choices) else choices
+
+
 def _plain(value):
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
@@ -186,7 +193,7 @@ def _describe(meta: dict) -> str:
         kind = f"a list of {meta['item'].__name__}" + (f" of length {meta['length']}" if meta["length"] else "")
     parts = [kind]
     if meta["choices"]:
-        parts = [f"one of {list(meta['choices'])}"]
+        parts = [f"one of {list(choices_of(meta))}"]
     if meta["low"] is not None:
         parts.append(f"{'>' if meta['low_open'] else '>='} {meta['low']}")
     if meta["high"] is not None:
@@ -211,7 +218,7 @@ def _checked(name: str, value: Any, meta: dict, where: str):
         except (ValueError, TypeError):
             raise fail from None
     value = _as_kind(value, kind, fail)
-    if meta["choices"] is not None and value not in meta["choices"]:
+    if meta["choices"] is not None and value not in choices_of(meta):
         raise fail
     if kind in (int, float):
         if kind is float and not math.isfinite(value):

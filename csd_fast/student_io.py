@@ -73,7 +73,7 @@ def load_student(path, device="cpu") -> SlimSRModel:
         raise ValueError(f"{path}: no {META_KEY!r} metadata; expected a file written by csd_fast.save_student")
     version = info.get("format_version", info.get("format"))
     try:
-        state = model_state_from_file(load_file(str(path)), version)
+        state = model_state_from_file(load_file(str(path)), version, info["arch"])
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     model = model_from_config(info["arch"], info["config"])
@@ -111,7 +111,7 @@ def load_model(path, device="cpu", **hints) -> LoadedModel:
     if isinstance(obj, dict) and {"arch", "model_config", "model"} <= set(obj):
         model = model_from_config(obj["arch"], dict(obj["model_config"]))
         try:
-            model.load_state_dict(model_state_from_file(obj["model"], obj.get("format_version")))
+            model.load_state_dict(model_state_from_file(obj["model"], obj.get("format_version"), obj["arch"]))
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
         info = {"step": obj.get("step"), "history": obj.get("history", [])}

@@ -28,20 +28,10 @@ def check_lr_input(x: Tensor, name: str = "lr") -> None:
         raise TypeError(f"{name}: expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
 
 
-def rescale_units(state: dict, factor: float) -> dict:
-    """The parameters of the same function when the network's internal pixel scale is multiplied by
-    ``factor`` (as ``img_range``): biases x factor except RCAN's channel-attention up-conv bias,
-    that conv's weight / factor; everything else (weights, the [0, 1] mean buffer) unchanged."""
-    if factor == 1.0:
-        return dict(state)
-    out = {}
-    for key, t in state.items():
-        if key.endswith(".ca.up.weight"):
-            t = t / factor
-        elif key.endswith(".bias") and not key.endswith(".ca.up.bias"):
-            t = t * factor
-        out[key] = t
-    return out
+def scale_biases(key: str, t: Tensor, factor: float) -> Tensor:
+    """A parameter of a conv + ReLU network after its internal pixel scale is multiplied by ``factor``
+    (same function): biases x factor, weights unchanged (ReLU and residual adds commute with scaling)."""
+    return t * factor if key.endswith(".bias") else t
 
 
 class SlimSRModel(nn.Module):
@@ -76,7 +66,7 @@ class SlimSRModel(nn.Module):
     @torch.no_grad()
     def unit_range_frame(self) -> tuple[SlimConv2d, SlimConv2d]:
         """Copies of ``head`` and ``tail`` with ``img_range`` folded in, for code that runs the frame on
-        [0, 1] input without the two scalings: ``head'(x - mean) = head((x - mean) * R)`` (weight x R)
+        [0, 1] input without the two scalings (the fast path): ``head'(x - mean) = head((x - mean) * R)`` (weight x R)
         and ``tail'(r) = tail(r) / R`` (weight and bias / R); the body is unchanged."""
         head, tail = copy.deepcopy(self.head), copy.deepcopy(self.tail)
         head.weight.mul_(self.img_range)
