@@ -207,3 +207,26 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     with pytest.raises(ValueError, match="lr: expected float > 0.0, got inf"):
         tiny_trainer(tmp_path, lr=float("inf"))
+
+
+def test_load_teacher_and_old_checkpoints(tmp_path):
+    """``load_teacher(path)`` starts from a teacher file of the same model; a checkpoint of the [0, 1]-unit
+    format (no format_version) still loads as a teacher, converted, but a run does not resume from it."""
+    source = tiny_trainer()
+    with torch.no_grad():
+        for p in source.model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    old_units = {k: (v / 255 if k.endswith(".bias") else v).clone() for k, v in source.model.state_dict().items()}
+    old = {"step": 3, "arch": "edsr", "model_config": source.model.config, "width": 0.5, "model": old_units,
+           "optimizer": {}, "history": []}
+    torch.save(old, tmp_path / "checkpoint.pt")
+    trainer = tiny_trainer(tmp_path)
+    trainer.load_teacher(tmp_path / "checkpoint.pt")
+    for k, v in source.model.state_dict().items():
+        torch.testing.assert_close(trainer.model.state_dict()[k], v, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="format version None .*resumes only from a checkpoint of this version"):
+        trainer.resume()
+    other = CSDTrainer(SlimEDSR(scale=2, n_feats=16, n_resblocks=2), width=0.5, neg_num=2, progress=False,
+                       contrastive=ContrastiveLoss(encoder=TinyEncoder(), weights=(1, 1)))
+    with pytest.raises(ValueError, match="but the trainer's model is edsr"):
+        other.load_teacher(tmp_path / "checkpoint.pt")
