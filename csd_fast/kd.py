@@ -10,7 +10,8 @@ taps by default; DCKD uses a VQGAN encoder) with any negatives kind, "dynamic" b
 CE_DMM is DCKD's distribution mapping module (``DMMLoss``), on when a codebook is given.
 As in ``CSDTrainer`` the L1 terms are in ``pixel_range`` units, so DCKD's weights for [0, 1]
 images (lambda_dcl 0.1, lambda_ce 0.001) default to ``0.1 * pixel_range`` and
-``0.001 * pixel_range``.
+``0.001 * pixel_range``. ``KDTrainer`` is ``CSDTrainer``'s loop (schedule, checkpoints, logs, DDP)
+with this objective (``DistillObjective``) in place of CSD's.
 """
 from __future__ import annotations
 
@@ -87,8 +88,8 @@ class KDTrainer(CSDTrainer):
     ``encoder``: a module mapping [B,3,H,W] in [0,1] to a list of feature maps, with
     ``encoder_weights`` (one per map) — in place of VGG19 (then ``vgg_weights`` is unused).
     ``codebook``: [n_codes, dim] tensor enabling the DMM term on the encoder's last feature map
-    (its channels must be ``dim``). Other arguments as ``CSDTrainer`` (``lambda_t`` is not used:
-    the frozen teacher has no loss of its own).
+    (its channels must be ``dim``). Other arguments as ``CSDTrainer`` (its options, e.g.
+    ``vgg_input``; ``lambda_t`` is not used: the frozen teacher has no loss of its own).
     """
 
     log_fields = ("step", "lr", "loss", "l1_student", "l1_kd", "contrastive", "dmm", "psnr_teacher", "psnr_student")
