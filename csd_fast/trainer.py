@@ -441,7 +441,8 @@ class CSDTrainer:
 class _SignalFlag:
     """Within ``with``: SIGINT/SIGTERM only record ``signum`` (the loop saves, then stops); ``deliver()``
     after the block re-sends a recorded signal to the restored handlers (usual exit status 130 / 143).
-    Does nothing outside the main thread (signal handlers can only be set there)."""
+    A second signal goes straight to the restored handlers (a second Ctrl-C stops at once). Does
+    nothing outside the main thread (signal handlers can only be set there)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -456,6 +457,10 @@ class _SignalFlag:
         return self
 
     def _record(self, signum, frame) -> None:
+        if self.signum is not None:  # a second signal: stop now, as without the handler
+            self.__exit__()
+            os.kill(os.getpid(), signum)
+            return
         self.signum = signum
 
     def __exit__(self, *exc) -> None:

@@ -230,3 +230,18 @@ def test_load_teacher_and_old_checkpoints(tmp_path):
                        contrastive=ContrastiveLoss(encoder=TinyEncoder(), weights=(1, 1)))
     with pytest.raises(ValueError, match="but the trainer's model is edsr"):
         other.load_teacher(tmp_path / "checkpoint.pt")
+
+
+def test_signal_flag_records_one_signal_and_lets_a_second_through():
+    import signal
+
+    from csd_fast.trainer import _SignalFlag
+
+    with _SignalFlag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)  # recorded, not raised
+        assert flag.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second one is Python's usual Ctrl-C
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        flag.deliver()  # the recorded one, delivered after the checkpoint
