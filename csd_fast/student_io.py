@@ -74,6 +74,7 @@ def load_student(path, device="cpu") -> SlimSRModel:
         raise ValueError(f"{path}: student file format {info.get('format')!r}, expected {FORMAT}")
     model = model_from_config(info["arch"], info["config"])
     model.load_state_dict(load_file(str(path)))
+    model.export_info = {"width": info.get("width"), "source": info.get("source")}
     return model.to(device).eval()
 
 
