@@ -48,7 +48,7 @@ from .backends import BACKEND_CLASSES
 from .cuda_graphs import GraphCache
 from .models.base import SlimSRModel, check_lr_input
 from .models.registry import SUPPORTED_DTYPES, get_arch
-from .models.slim import check_width
+from .student_io import student_at
 
 __all__ = ["accelerate", "FastStudent", "SUPPORTED_DTYPES", "BACKENDS"]
 
@@ -225,19 +225,14 @@ def accelerate(
     if not isinstance(student, SlimSRModel) or student.arch not in SUPPORTED_DTYPES:
         got = getattr(student, "arch", None) or type(student).__name__
         raise TypeError(f"student: expected a SlimSRModel of one of {sorted(SUPPORTED_DTYPES)}, got {got!r}")
-    if width is not None:
-        width = check_width(width)
-        exported = getattr(student, "export_info", None)
-        if exported is not None and width != 1.0:
-            raise ValueError(f"width: the model is an exported student (cut at width {exported.get('width')} of its "
-                             f"teacher) and runs only at width 1.0, got {width}; pass the full model to run another width")
+    compact = student_at(student, width)
     dtype = dtype or student._param_dtype()
     _check_dtype(student.arch, dtype)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile: expected None or a positive int (LR pixels), got {tile!r}")
     if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
         raise ValueError(f"tile_overlap: expected an int >= 0 (LR pixels), got {tile_overlap!r}")
-    own = student.export(width) if width not in (None, 1.0) else copy.deepcopy(student)
+    own = compact if compact is not student else copy.deepcopy(student)
     return FastStudent(own, dtype, backend, tile, tile_overlap, cuda_graphs, graph_cache_size).eval()
 
 
