@@ -8,7 +8,11 @@ the student's dtype.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -53,11 +57,12 @@ def export_onnx(student: SlimSRModel, path, opset: int = MIN_OPSET, dynamic: boo
     if dynamic:
         dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=1), 3: torch.export.Dim("width", min=1)}
         shapes = {"x": dims}
-    try:
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModuleNotFoundError(f"export_onnx: needs {' and '.join(missing)}: pip install 'csd_fast[onnx]'")
+    with _quiet_exporter():
         program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
                                     input_names=["lr"], output_names=["sr"], verbose=False)
-    except ImportError as err:
-        raise RuntimeError(f"export_onnx: {err}; pip install 'csd_fast[onnx]' (onnx, onnxscript)") from err
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
@@ -66,3 +71,18 @@ def export_onnx(student: SlimSRModel, path, opset: int = MIN_OPSET, dynamic: boo
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Hide the exporter's notes that do not concern the user: the torchvision ops it skips (logged
+    per op when torchvision is absent) and torch's own ``LeafSpec`` deprecation warning."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
