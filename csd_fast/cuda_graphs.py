@@ -88,6 +88,9 @@ class GraphCache:
     def __len__(self) -> int:
         return len(self.graphs)
 
+    def __deepcopy__(self, memo) -> "GraphCache":
+        return GraphCache(self.size)  # a copied model captures its own graphs
+
 
 def _trim(lru: OrderedDict, size: int) -> None:
     while len(lru) > size:

@@ -4,6 +4,7 @@
 Tolerances vs the exported eager student: fp32 atol=rtol=1e-5 (same ops, same order up to fusions);
 bf16 atol=rtol=5e-2 and fp16 atol=rtol=2e-2 (storage rounding per layer through a tiny network).
 """
+import copy
 import threading
 import time
 
@@ -146,6 +147,7 @@ def test_drop_in_module_contract():
     fresh = type(student)(**student.config)
     fresh.load_state_dict(fast.state_dict())
     assert_close(fresh(x), y, *TOL[torch.float32], what="state_dict into the student class")
+    assert_close(copy.deepcopy(fast)(x), y, 0, 0, what="deep copy")
 
 
 def test_load_state_dict_repacks():
