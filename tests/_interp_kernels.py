@@ -170,17 +170,45 @@ def test_bad_arguments_are_named():
         pack_conv_weight(torch.randn(4, 4, 5, 5))
 
 
-def test_interpreter_uses_one_tile_and_gpu_tiles_prune_to_the_layer():
-    from csd_fast.kernels.conv2d import _conv2d_kernel
+def test_gpu_tiles_prune_to_the_layer():
     import triton
 
-    assert len(_conv2d_kernel.configs) == 1
-    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}) for m, n, k, _, _ in _GPU_TILES]
-    tail = _prune(configs, {}, C_OUT=3, C_IN=64)  # constexprs arrive as keywords
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "TILE_W": tw}) for m, n, k, tw, _, _ in _GPU_TILES]
+    tail = _prune(configs, {}, C_OUT=3, C_IN=64, W_BUCKET=1024)  # constexprs arrive as keywords
     assert tail and all(c.kwargs["BLOCK_N"] == 16 for c in tail)
-    assert len(_prune(configs, {"C_OUT": 256, "C_IN": 64})) == len(configs)
-    head = _prune(configs, {"C_OUT": 64, "C_IN": 3})
+    assert len(_prune(configs, {"C_OUT": 256, "C_IN": 64, "W_BUCKET": 1024})) == len(configs)
+    head = _prune(configs, {"C_OUT": 64, "C_IN": 3, "W_BUCKET": 1024})
     assert head and all(c.kwargs["BLOCK_K"] == 16 for c in head)
+    narrow = _prune(configs, {"C_OUT": 64, "C_IN": 64, "W_BUCKET": 8})
+    assert narrow and all(c.kwargs["TILE_W"] == 16 for c in narrow)
+
+
+def test_autotuner_runs_two_tiles_resets_the_pool_and_caches_the_winner(monkeypatch, tmp_path):
+    """Two interpreter tiles: the autotuner benchmarks both (each adds into ``pool``, so the sums are
+    right only if ``reset_to_zero`` cleared it), the winner goes to the disk cache, and a process that
+    finds it there launches without tuning. A 3-channel output prunes to one tile: no benchmark."""
+    from csd_fast.kernels import tune_cache
+    from csd_fast.kernels.conv2d import _conv2d_kernel
+
+    assert len(_conv2d_kernel.configs) == 2
+    benched = []
+    real_bench = _conv2d_kernel._bench
+    monkeypatch.setattr(_conv2d_kernel, "_bench", lambda *a, **k: benched.append(k["config"]) or real_bench(*a, **k))
+    monkeypatch.setattr(_conv2d_kernel, "cache", {})
+    monkeypatch.setattr(tune_cache, "TUNE_CACHE", tune_cache.TuneCache(tmp_path / "autotune.json"))
+    x = _act(2, 16, 5, 7, torch.float32)
+    wt, b, packed = _layer(16, 32, 3, torch.float32)  # 32 output channels keep both tiles
+    ref = F.conv2d(x, wt, b, padding=1)
+    for tuned_runs in (2, 0):  # first process tunes; the second reads the winner from disk
+        pool = torch.zeros(2, 32)
+        y = conv2d(x, packed, b, pool=pool)
+        assert len(benched) == tuned_runs
+        assert_close(y, ref, *TOL[torch.float32], what="tuned conv")
+        assert_close(pool, y.sum((2, 3)), 1e-3, 1e-4, what="pool after tuning")
+        benched.clear()
+        monkeypatch.setattr(tune_cache, "TUNE_CACHE", tune_cache.TuneCache(tmp_path / "autotune.json"))
+    conv2d(x, _layer(16, 3, 3, torch.float32)[2], None)
+    assert benched == []
 
 
 def test_custom_ops_pass_opcheck():
