@@ -32,15 +32,12 @@ def size_bucket(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-def tile_configs(gpu_tiles, interpreter_tiles):
-    """``triton.Config`` list from ``(BLOCK_M, BLOCK_N, BLOCK_K, TILE_W, num_stages, num_warps)`` tuples:
-    ``gpu_tiles`` on a GPU, the few small ``interpreter_tiles`` under the interpreter (enough to run
-    the autotuner's pruning, benchmarking and ``reset_to_zero`` on CPU)."""
+def tile_configs(gpu_tiles, interpreter_tiles, names=("BLOCK_M", "BLOCK_N", "BLOCK_K", "TILE_W")):
+    """``triton.Config`` list from ``(*values of names, num_stages, num_warps)`` tuples: ``gpu_tiles``
+    on a GPU, the few small ``interpreter_tiles`` under the interpreter (enough to run the
+    autotuner's pruning, benchmarking and ``reset_to_zero`` on CPU)."""
     tiles = interpreter_tiles if interpreting() else gpu_tiles
-    return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "TILE_W": tw}, num_stages=s, num_warps=w)
-        for m, n, k, tw, s, w in tiles
-    ]
+    return [triton.Config(dict(zip(names, t[:-2])), num_stages=t[-2], num_warps=t[-1]) for t in tiles]
 
 
 def wall_clock_bench(kernel_call, quantiles):

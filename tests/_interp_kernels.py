@@ -96,6 +96,29 @@ def test_epilogue_tail_mean_add_into_nchw_output():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("c_in,c_out,h,w,relu", [(64, 3, 11, 37, False), (16, 4, 9, 16, True), (24, 1, 1, 33, False)])
+def test_small_out_kernel_strips_and_row_segments(c_in, c_out, h, w, relu, dtype, monkeypatch):
+    """The tail kernel (C_out <= 4): several column strips and row segments, image borders on every side,
+    NCHW fp32 output with the mean added; it, not the implicit GEMM, runs these convs."""
+    from csd_fast.kernels import conv2d_small_out
+
+    calls = []
+    real = conv2d_small_out.launch
+    monkeypatch.setattr(conv2d_small_out, "launch", lambda *a: calls.append(1) or real(*a))
+    x = _act(2, c_in, h, w, dtype)
+    wt, b, packed = _layer(c_in, c_out, 3, dtype)
+    mean = torch.randn(c_out)
+    out = torch.empty(2, c_out, h, w)
+    conv2d(x, packed, b, mean_out=mean, relu=relu, out=out)
+    ref = F.conv2d(x.float(), wt, b, padding=1)
+    ref = (F.relu(ref) if relu else ref) + mean.view(1, c_out, 1, 1)
+    assert calls == [1]
+    assert_close(out, ref, *TOL[dtype], what="small C_out")
+    y = conv2d(x, packed, None)  # no bias, NHWC output in the weight dtype
+    assert_close(y, F.conv2d(x.float(), wt, padding=1), *TOL[dtype], what="small C_out, no bias")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("s,relu,n,h,w", [(2, False, 2, 5, 7), (3, False, 1, 3, 4), (2, True, 1, 1, 1)])
 def test_epilogue_pixel_shuffle(s, relu, n, h, w, dtype):
     c = 4
