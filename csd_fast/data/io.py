@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "load_image", "save_image", "list_images", "to_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "load_image", "image_size", "save_image", "list_images", "to_uint8"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
@@ -48,6 +48,18 @@ def load_image(path) -> torch.Tensor:
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"cannot read image file {path}: {e}") from e
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def image_size(path) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header, without decoding the pixels. Raises
+    :class:`ImageReadError` naming the file when it is missing or not an image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"cannot read image file {path}: {e}") from e
+    return h, w
 
 
 def save_image(img: torch.Tensor, path) -> Path:
