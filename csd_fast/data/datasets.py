@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .imresize import bicubic_downscale, mod_crop
-from .io import ImageReadError, image_size, list_images, load_image, to_uint8
+from .io import ImageReadError, image_size, list_images, load_image_uint8, to_uint8
 
 __all__ = ["SRDataset", "PatchDataset", "HRFolder", "PairedFolder", "DIV2K", "BenchmarkSet", "dihedral"]
 
@@ -50,7 +50,7 @@ def _check_int(name: str, value, minimum: int = 1) -> None:
 def _as_uint8(src, what: str) -> torch.Tensor:
     """uint8 ``[3,H,W]`` from a path (decoded) or a tensor (float [0,1] quantized, uint8 kept)."""
     if isinstance(src, (str, Path)):
-        return to_uint8(load_image(src))
+        return load_image_uint8(src)
     if not isinstance(src, torch.Tensor) or src.dim() != 3 or src.shape[0] != 3:
         got = f"shape {tuple(src.shape)}" if isinstance(src, torch.Tensor) else type(src).__name__
         raise ValueError(f"{what} must be a path or a tensor [3,H,W], got {got}")
@@ -110,7 +110,7 @@ class SRDataset(Dataset):
     @staticmethod
     def _image(item, h: int, w: int) -> torch.Tensor:
         """A stored uint8 image, or the file decoded and mod-cropped to ``h x w``."""
-        return to_uint8(load_image(item))[:, :h, :w] if isinstance(item, Path) else item
+        return load_image_uint8(item)[:, :h, :w] if isinstance(item, Path) else item
 
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
