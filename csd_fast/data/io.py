@@ -36,7 +36,7 @@ def _decode(im: Image.Image, uint8: bool) -> np.ndarray:
     if im.mode == "F":
         raise ImageReadError(f"cannot read image file {im.filename}: float mode 'F' has no known range")
     # RGBA/LA/PA: alpha dropped (not composited); L/1/P/CMYK/YCbCr: converted to RGB
-    rgb = np.asarray(im.convert("RGB"))
+    rgb = np.array(im.convert("RGB"))  # a writable copy (Pillow's buffer is read-only)
     return rgb if uint8 else rgb.astype(np.float32) / 255.0
 
 
