@@ -123,6 +123,8 @@ def _add_train(sub) -> None:
                    help="DataLoader worker processes reading the training images (default 0; the batches do not depend on it)")
     g.add_argument("--lazy-decode", action="store_true", default=S,
                    help="decode training files per item instead of holding them decoded in memory (for sets larger than RAM)")
+    g.add_argument("--cache-dir", metavar="DIR", default=S,
+                   help="decode each training file once into DIR (uint8 .npy, memory-mapped per patch) instead of holding them in memory")
     g = p.add_argument_group("optimization and output")
     g.add_argument("--steps", type=int, default=S, help=f"optimizer steps (default {TRAIN['steps']})")
     g.add_argument("--batch", type=int, default=S, help=f"global batch size (default {TRAIN['batch']})")

@@ -1,4 +1,7 @@
 """Training batches: epochs without replacement, resume exactness, workers, DDP shares, lazy decoding."""
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +128,42 @@ def test_uncached_files_are_decoded_per_item(hr_folder, tmp_path):
     victim.write_bytes(b"garbage")
     with pytest.raises(ValueError, match=f"cannot read image file .*{victim.name}"):
         lazy[0]
+
+
+def test_disk_cache_decodes_each_file_once_and_gives_the_memory_items(hr_folder, tmp_path):
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for p in sorted(hr_folder.iterdir()):
+        (folder / p.name).write_bytes(p.read_bytes())
+    cache = tmp_path / "decoded"
+    memory = HRFolder(folder, 2, patch_size=16, cache=True, progress=False)
+    disk = HRFolder(folder, 2, patch_size=16, cache=cache, progress=False)
+    for k in range(len(disk)):
+        for trial in range(2):
+            torch.manual_seed(trial)
+            a = disk[k]
+            torch.manual_seed(trial)
+            b = memory[k]
+            assert torch.equal(a[1], b[1])
+            torch.testing.assert_close(a[0], b[0], rtol=0, atol=1 / 255 + 1e-6)  # LR made per patch
+    files = sorted(cache.glob("*.npy"))
+    assert len(files) == len(disk)  # one decoded file per image, reused by every later read
+    stamps = [f.stat().st_mtime_ns for f in files]
+    _take(batches(disk, 4, seed=1, num_workers=2), 2)
+    assert [f.stat().st_mtime_ns for f in sorted(cache.glob("*.npy"))] == stamps
+    victim = folder / disk.names[0]
+    Image.fromarray(np.zeros((90, 90, 3), np.uint8)).save(victim)  # a changed file gets a new entry
+    assert disk[0][1].max() == 0 and len(list(cache.glob("*.npy"))) == len(disk) + 1
+    with pytest.raises(TypeError, match="cache"):
+        HRFolder(folder, 2, cache=1.5, progress=False)
+
+
+@pytest.mark.slow
+def test_data_bench_quick(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_data", Path(__file__).resolve().parent.parent / "bench" / "data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main(["--quick", "--out", str(tmp_path)])
+    assert [r["variant"] for r in report["rows"]] == list(bench.VARIANTS)
+    assert all(r["rate_0"] > 0 and r["rate_w"] > 0 for r in report["rows"])
+    assert "images/s, 2 workers" in (tmp_path / "data_cpu.md").read_text()

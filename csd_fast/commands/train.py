@@ -16,7 +16,7 @@ DEFAULTS = dict(
     neg_num=None, negatives="official", lambda_t=1.0, lambda_c=None, reduction="batch",
     lr=1e-4, lr_step=None, steps=300_000, batch=16, patch=None, max_minutes=None,
     train_hr=None, train_lr=None, div2k=None, bundled=False, max_side=None, strict=False,
-    val=[], data_root=None, val_every=None, checkpoint_every=500, workers=0, lazy_decode=False,
+    val=[], data_root=None, val_every=None, checkpoint_every=500, workers=0, lazy_decode=False, cache_dir=None,
     device="auto", out="runs/train", resume=False, vgg_weights=None, seed=0, quiet=False,
 )
 
@@ -75,7 +75,7 @@ def _train_set(opts, scale: int):
     patch = opts["patch"] or 48 * scale
     if opts["bundled"]:
         return PatchDataset([hr for _, hr in bundled_images("train", max_side=opts["max_side"])], scale, patch)
-    files = dict(cache=not opts["lazy_decode"], strict=opts["strict"], progress=not opts["quiet"])
+    files = dict(cache=opts["cache_dir"] or not opts["lazy_decode"], strict=opts["strict"], progress=not opts["quiet"])
     if opts["div2k"]:
         return DIV2K(opts["div2k"], "train", scale, patch, **files)
     if opts["train_lr"]:

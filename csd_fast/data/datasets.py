@@ -22,12 +22,19 @@ file, so a corrupt file raises ``ImageReadError`` naming it when it is read. An 
 given is then made per item from the HR region under the patch plus a margin of
 ``LR_MARGIN`` LR pixels (wider than the bicubic kernel's support): the same pixels as
 downscaling the whole image, up to float rounding before the 8-bit quantization.
+``cache=DIR`` (a folder) decodes lazily too, but each file only once: its pixels go to
+``DIR/<key>.npy`` (uint8, the key from the file's path, size and modification time, written
+atomically so worker processes can share the folder), and later reads memory-map it and touch
+only the rows of the patch: no PNG decoding after the first epoch, with little memory.
 Images given as tensors are always kept in memory.
 """
+import hashlib
+import os
 import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -65,8 +72,14 @@ class SRDataset(Dataset):
     """
 
     def __init__(self, pairs, scale: int, patch_size: int | None = None, augment: bool = True,
-                 repeat: int = 1, cache: bool = True, strict: bool = False, progress: bool = True):
+                 repeat: int = 1, cache: bool | str | Path = True, strict: bool = False, progress: bool = True):
         _check_int("scale", scale)
+        if not isinstance(cache, (bool, str, Path)):
+            raise TypeError(f"cache: expected True, False or a folder path, got {type(cache).__name__}")
+        self.cache_dir = None if isinstance(cache, bool) else Path(cache)
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            cache = False
         _check_int("repeat", repeat)
         if patch_size is not None:
             _check_int("patch_size", patch_size)
@@ -107,10 +120,12 @@ class SRDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names) * self.repeat
 
-    @staticmethod
-    def _image(item, h: int, w: int) -> torch.Tensor:
-        """A stored uint8 image, or the file decoded and mod-cropped to ``h x w``."""
-        return load_image_uint8(item)[:, :h, :w] if isinstance(item, Path) else item
+    def _image(self, item, h: int, w: int) -> torch.Tensor:
+        """A stored uint8 image, or the file (decoded, or mapped from the cache folder) cropped to ``h x w``."""
+        if not isinstance(item, Path):
+            return item
+        img = load_image_uint8(item) if self.cache_dir is None else _decoded_once(item, self.cache_dir)
+        return img[:, :h, :w]
 
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
@@ -132,6 +147,19 @@ class SRDataset(Dataset):
             hflip, vflip, transpose = (torch.rand(3) < 0.5).tolist()
             lr, hr = (dihedral(t, hflip, vflip, transpose) for t in (lr, hr))
         return lr.float() / 255, hr.float() / 255
+
+
+def _decoded_once(path: Path, folder: Path) -> torch.Tensor:
+    """``load_image_uint8(path)`` through the cache ``folder`` (module docstring): a [3, H, W] view of
+    a copy-on-write memory map, so only the rows used are read."""
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    cached = folder / f"{key}.npy"
+    if not cached.exists():
+        tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, load_image_uint8(path).permute(1, 2, 0).numpy())
+        os.replace(tmp, cached)
+    return torch.from_numpy(np.load(cached, mmap_mode="c")).permute(2, 0, 1)
 
 
 def _mod(hw: tuple[int, int], scale: int) -> tuple[int, int]:
@@ -172,7 +200,7 @@ class PatchDataset(SRDataset):
     """
 
     def __init__(self, hr_images, scale: int, patch_size: int, augment: bool = True, repeat: int = 1,
-                 lr_images=None, cache: bool = True, strict: bool = False, progress: bool = False):
+                 lr_images=None, cache: bool | str | Path = True, strict: bool = False, progress: bool = False):
         hr_images = list(hr_images)
         lr_images = [None] * len(hr_images) if lr_images is None else list(lr_images)
         if len(lr_images) != len(hr_images):
@@ -224,7 +252,7 @@ class HRFolder(SRDataset):
     """All images of an HR folder; LR generated. ``patch_size=None``: whole mod-cropped images."""
 
     def __init__(self, path, scale: int, patch_size: int | None = None, augment: bool = True, repeat: int = 1,
-                 cache: bool = True, strict: bool = False, progress: bool = True):
+                 cache: bool | str | Path = True, strict: bool = False, progress: bool = True):
         super().__init__(_folder_pairs(path, None, scale), scale, patch_size, augment, repeat,
                          cache, strict, progress)
 
@@ -236,7 +264,7 @@ class PairedFolder(SRDataset):
     """
 
     def __init__(self, hr_dir, lr_dir, scale: int, patch_size: int | None = None, augment: bool = True,
-                 repeat: int = 1, cache: bool = True, strict: bool = False, progress: bool = True):
+                 repeat: int = 1, cache: bool | str | Path = True, strict: bool = False, progress: bool = True):
         super().__init__(_folder_pairs(hr_dir, lr_dir, scale), scale, patch_size, augment, repeat,
                          cache, strict, progress)
 
@@ -252,7 +280,7 @@ class DIV2K(SRDataset):
     """
 
     def __init__(self, root, split: str = "train", scale: int = 4, patch_size: int | None = None,
-                 augment: bool = True, repeat: int = 1, cache: bool = True, strict: bool = False,
+                 augment: bool = True, repeat: int = 1, cache: bool | str | Path = True, strict: bool = False,
                  progress: bool = True):
         if split not in ("train", "valid"):
             raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
@@ -288,7 +316,7 @@ class BenchmarkSet(SRDataset):
     Missing LR is generated from the mod-cropped HR.
     """
 
-    def __init__(self, root, name: str, scale: int, cache: bool = True, strict: bool = False,
+    def __init__(self, root, name: str, scale: int, cache: bool | str | Path = True, strict: bool = False,
                  progress: bool = False):
         folder = _find_set(Path(root), name)
         for hr_sub, lr_sub in (("HR", f"LR_bicubic/X{scale}"), ("GTmod12", f"LRbicx{scale}")):
