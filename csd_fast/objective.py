@@ -7,9 +7,9 @@ One shared model; the teacher ``T = model(lr, 1.0)`` and the student ``S = model
 The L1 terms are on the ``pixel_range`` scale (255: the official code trains on [0, 255] images,
 the balance lambda_c = 200 was tuned for; CL is a ratio). Images in the API stay in [0, 1].
 
-Under DDP (``group`` set) each rank holds a contiguous shard of the global batch. The LR shards are
-gathered so the negatives are drawn from the global batch (one generator, seeded by the step, on
-every rank), and ``reduction="batch"`` divides global sums: each tap's numerator and denominator
+Under DDP (``group`` set) rank r holds the global batch positions r, r + world, ... (as
+``csd_fast.data.loader`` shares it). The LR shards are gathered into the global batch, in position
+order, so the negatives are drawn from it (one generator, seeded by the step, on every rank), and ``reduction="batch"`` divides global sums: each tap's numerator and denominator
 are summed over the ranks with a differentiable all-reduce, so after DDP averages the gradients
 they equal one process on the global batch (the official DataParallel loss).
 """
@@ -70,12 +70,13 @@ class CSDObjective:
             return self.dynamic(lr)
         if self.group is None:
             return make_negatives(self.negatives, lr, self.neg_num, self.model.scale, generator)
-        shards = gather_shards(lr, self.group)
-        neg = make_negatives(self.negatives, torch.cat(shards), self.neg_num, self.model.scale, generator)
+        shards = gather_shards(lr, self.group)  # rank r's i-th image is global position i * world + r
+        world, rank = len(shards), torch.distributed.get_rank(self.group)
+        global_batch = torch.stack(shards, dim=1).flatten(0, 1)
+        neg = make_negatives(self.negatives, global_batch, self.neg_num, self.model.scale, generator)
         if neg.index is None:
             return neg
-        start = sum(s.shape[0] for s in shards[: torch.distributed.get_rank(self.group)])
-        return Negatives(neg.images, neg.index[:, start : start + lr.shape[0]])
+        return Negatives(neg.images, neg.index[:, rank::world])
 
     def contrastive_term(self, student: Tensor, teacher: Tensor, neg: Negatives) -> Tensor:
         """CL(S, T, N); over the global batch under DDP with ``reduction="batch"``."""

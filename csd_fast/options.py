@@ -81,6 +81,12 @@ class TrainOptions:
     max_side: int = _opt(None, int, "shrink bundled photos to this longer side (faster)", low=1, none=True,
                          group="data")
     strict: bool = _opt(False, bool, "stop on a corrupt image file instead of skipping it", group="data")
+    workers: int = _opt(0, int, "DataLoader worker processes reading the training images (the batches do not "
+                        "depend on it)", low=0, group="data")
+    lazy_decode: bool = _opt(False, bool, "decode training files per item instead of holding them decoded in memory "
+                             "(for sets larger than RAM)", group="data")
+    cache_dir: str = _opt(None, str, "decode each training file once into DIR (uint8 .npy, memory-mapped per patch) "
+                          "instead of holding them in memory", none=True, group="data")
     # optimization and output
     steps: int = _opt(300_000, int, "optimizer steps", low=1)
     batch: int = _opt(16, int, "global batch size", low=1, checked=True)

@@ -6,11 +6,12 @@ Adam (lr 1e-4, betas 0.9/0.999, eps 1e-8), the rate x0.1 at half of the run (``l
 ``lr_gamma``: a ``MultiStepLR`` whose milestones are fixed in steps when the run starts and
 checkpointed, so a resumed run never raises the rate again).
 
-Every step is seeded from ``(seed, step)`` (its batch, crops, flips and negatives), so a run
-resumed from a checkpoint draws the same batches and negatives as an uninterrupted one. A
-checkpoint records the run's options; resuming with different ones is refused, naming them.
-SIGINT/SIGTERM during ``fit`` finish the current step, write a checkpoint, then deliver the
-signal as usual (exit status 130 / 143).
+Every step is seeded from ``(seed, step)`` (its negatives and noise) and batches come from
+``csd_fast.data.loader.batches`` (epochs without replacement, items seeded by their position in
+the run), so a run resumed from a checkpoint draws the same batches and negatives as an
+uninterrupted one. A checkpoint records the run's options; resuming with different ones is
+refused, naming them. SIGINT/SIGTERM during ``fit`` finish the current step, write a checkpoint,
+then deliver the signal as usual (exit status 130 / 143).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint
+from .data import loader
 from .history import DynamicNegatives
 from .losses import ContrastiveLoss
 from .metrics import psnr_y
@@ -41,7 +43,7 @@ from .options import TrainOptions, differing
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 CONFIG_NAME = "config.json"
-_ALIASES = {"out_dir": "out", "batch_size": "batch"}  # Python names of TrainOptions fields
+_ALIASES = {"out_dir": "out", "batch_size": "batch", "num_workers": "workers"}  # Python names of TrainOptions fields
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -212,23 +214,6 @@ class CSDTrainer:
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    # ----------------------------------------------------------------- data
-    def _batch(self, dataset, batch_size: int) -> tuple[Tensor, Tensor]:
-        """This rank's contiguous share of the global batch of step ``step_count + 1``. The indices are
-        seeded by the step and each item's random crop/flips by (step, its position in the global
-        batch), so the global batch is the same for any number of ranks."""
-        step_seed = _step_seed(self.seed, self.step_count + 1)
-        torch.manual_seed(step_seed)
-        idx = torch.randint(len(dataset), (batch_size,)).tolist()
-        share = batch_size // self.world
-        pairs = []
-        for pos in range(self.rank * share, (self.rank + 1) * share):
-            torch.manual_seed(_step_seed(step_seed, pos))
-            pairs.append(dataset[idx[pos]])
-        lr = torch.stack([p[0] for p in pairs])
-        hr = torch.stack([p[1] for p in pairs])
-        return lr, hr
-
     # ----------------------------------------------------------------- loop
     def fit(
         self,
@@ -238,14 +223,17 @@ class CSDTrainer:
         batch_size: int | None = None,
         resume: bool | None = None,
         max_minutes: float | None = None,
+        num_workers: int | None = None,
     ) -> list[dict]:
         """Train until ``steps`` optimizer steps (or ``max_minutes``); returns the log history.
 
         ``train_set[i]`` gives ``(lr [3,h,w], hr [3,sh,sw])``. Unset arguments take the trainer's
         options. With ``resume=True`` and a checkpoint in ``out_dir``, training continues from its
         step (refused if the checkpoint's options differ, see ``csd_fast.options``).
+        ``num_workers``: DataLoader worker processes reading ``train_set`` (0: this process); the
+        batches do not depend on it.
         """
-        given = dict(steps=steps, batch=batch_size, resume=resume, max_minutes=max_minutes)
+        given = dict(steps=steps, batch=batch_size, resume=resume, max_minutes=max_minutes, workers=num_workers)
         self.options = replace(self.options, **{k: v for k, v in given.items() if v is not None}).check()
         o = self.options
         if o.batch % self.world:
@@ -258,14 +246,17 @@ class CSDTrainer:
         if self.scheduler is None:
             self._make_scheduler(o.steps)
         self._write_config()
+        batches = loader.batches(train_set, o.batch, self.seed, self.step_count, o.workers, self.world, self.rank)
         start = time.monotonic()
         val_every = o.val_every or max(1, o.steps // 4)
         with _SignalFlag() as interrupted, self._tensorboard() as board, tqdm(
             total=o.steps, initial=self.step_count, disable=not (not o.quiet and self.is_main), desc="CSD"
         ) as bar:
             while self.step_count < o.steps:
+                lr, hr = next(batches)
+                torch.manual_seed(_step_seed(self.seed, self.step_count + 1))  # this step's noise (dynamic negatives)
                 lr_used = self.current_lr
-                terms = self.train_step(*self._batch(train_set, o.batch))
+                terms = self.train_step(lr, hr)
                 record = {"step": self.step_count, "lr": lr_used, **terms}
                 if val_set is not None and (self.step_count % val_every == 0 or self.step_count == o.steps):
                     record.update(self.validate(val_set))

@@ -68,11 +68,12 @@ def _train_set(opts, scale: int):
     patch = opts.patch or 48 * scale
     if opts.bundled:
         return PatchDataset([hr for _, hr in bundled_images("train", max_side=opts.max_side)], scale, patch)
+    files = dict(cache=opts.cache_dir or not opts.lazy_decode, strict=opts.strict, progress=not opts.quiet)
     if opts.div2k:
-        return DIV2K(opts.div2k, "train", scale, patch, strict=opts.strict, progress=not opts.quiet)
+        return DIV2K(opts.div2k, "train", scale, patch, **files)
     if opts.train_lr:
-        return PairedFolder(opts.train_hr, opts.train_lr, scale, patch, strict=opts.strict, progress=not opts.quiet)
-    return HRFolder(opts.train_hr, scale, patch, strict=opts.strict, progress=not opts.quiet)
+        return PairedFolder(opts.train_hr, opts.train_lr, scale, patch, **files)
+    return HRFolder(opts.train_hr, scale, patch, **files)
 
 
 def _model(opts, device):

@@ -30,8 +30,10 @@ class Architecture:
     ``formats``: the :class:`~csd_fast.models.formats.CheckpointFormat` of each foreign code base
     whose checkpoints load into it; ``plan``: the fast path, a class ``plan(student, backend)``
     with ``run(x, out)`` over the backend protocol of ``csd_fast.backends`` (None: no fast path);
-    ``dtypes``: the compute dtypes of that plan. ``rescale(key, tensor, factor)``: a parameter after
-    the network's internal pixel scale is multiplied by ``factor`` (the same function; used to load
+    ``dtypes``: the compute dtypes of that plan; ``tiling``: ``"exact"`` when tiles with an overlap of
+    the receptive field give the one-pass result, ``"approximate"`` when a global operation sees only
+    its tile (RCAN's channel attention). ``rescale(key, tensor, factor)``: a parameter after the
+    network's internal pixel scale is multiplied by ``factor`` (the same function; used to load
     checkpoints of another pixel range and files of csd_fast's [0, 1]-unit format 1).
     """
 
@@ -41,6 +43,7 @@ class Architecture:
     formats: tuple = ()
     plan: Optional[Callable[..., Any]] = None
     dtypes: tuple = ()
+    tiling: str = "exact"
     rescale: Callable[..., Any] = scale_biases
 
 
