@@ -120,6 +120,9 @@ class TrainOptions:
         where = f" in {source}" if source else ""
         for f in fields(self):
             setattr(self, f.name, _checked(f.name, getattr(self, f.name), f.metadata, where))
+        steps = [m for m in self.lr_milestones if m >= 1 and m != int(m)]
+        if steps:
+            raise ValueError(f"lr_milestones{where}: expected fractions < 1 or whole step numbers, got {steps}")
         if self.allow_changed:
             bad = sorted(set(self.allow_changed) - set(checked_names()))
             if bad:
@@ -197,14 +200,14 @@ def _describe(meta: dict) -> str:
     kind = meta["kind"].__name__
     if meta["item"] is not None:
         kind = f"a list of {meta['item'].__name__}" + (f" of length {meta['length']}" if meta["length"] else "")
-    parts = [kind]
     if meta["choices"]:
-        parts = [f"one of {list(choices_of(meta))}"]
+        kind = f"one of {list(choices_of(meta))}"
+    bounds = []
     if meta["low"] is not None:
-        parts.append(f"{'>' if meta['low_open'] else '>='} {meta['low']}")
+        bounds.append(f"{'>' if meta['low_open'] else '>='} {meta['low']}")
     if meta["high"] is not None:
-        parts.append(f"{'<' if meta['high_open'] else '<='} {meta['high']}")
-    return " ".join(parts) + (" or null" if meta["none"] else "")
+        bounds.append(f"{'<' if meta['high_open'] else '<='} {meta['high']}")
+    return " ".join([kind, " and ".join(bounds)]).strip() + (" or null" if meta["none"] else "")
 
 
 def _checked(name: str, value: Any, meta: dict, where: str):

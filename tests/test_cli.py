@@ -76,7 +76,7 @@ def test_config_errors_name_the_key(tmp_path, capsys):
 @pytest.mark.parametrize("line, message", [
     ("batch: \"4\"", "batch in {cfg}: expected int >= 1, got '4'"),
     ("batch: 0", "batch in {cfg}: expected int >= 1, got 0"),
-    ("width: 1.5", "width in {cfg}: expected float > 0.0 <= 1.0, got 1.5"),
+    ("width: 1.5", "width in {cfg}: expected float > 0.0 and <= 1.0, got 1.5"),
     ("checkpoint_every: 0", "checkpoint_every in {cfg}: expected int >= 1, got 0"),
     ("patch: 0", "patch in {cfg}: expected int >= 1 or null, got 0"),
     ("bundled: \"false\"", "bundled in {cfg}: expected bool, got 'false'"),

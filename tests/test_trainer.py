@@ -207,6 +207,8 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     with pytest.raises(ValueError, match="lr: expected float > 0.0, got inf"):
         tiny_trainer(tmp_path, lr=float("inf"))
+    with pytest.raises(ValueError, match=r"lr_milestones: expected fractions < 1 or whole step numbers, got \[2.5\]"):
+        tiny_trainer(tmp_path, lr_milestones=[0.5, 2.5])
 
 
 def test_load_teacher_and_old_checkpoints(tmp_path):
