@@ -131,6 +131,11 @@ class _Recorder:
         return self.ops.conv(x, layer, out=out, residual=residual, res_scale=res_scale, relu=relu, shuffle=shuffle,
                              sub_mean=sub_mean, add_mean=add_mean)
 
+    def res_block(self, x, conv1, conv2, **kw):
+        from csd_fast.backends import Backend
+
+        return Backend.res_block(self, x, conv1, conv2, **kw)  # the two convs, recorded
+
     def ca_residual(self, x, t, conv2, att, pool):
         self._record(t, conv2, pool=True)
         self.layers.append("ca_residual")
@@ -146,7 +151,7 @@ def student_layers(arch: str, width: float) -> list:
     student = build_model(arch, scale=SCALE, preset="paper").export(width).eval()
     fast = accelerate(student, dtype=torch.float32, backend="eager", cuda_graphs=False)
     lr_h = 4
-    fast.ops = rec = _Recorder(fast.ops, lr_h)
+    fast.plan.ops = rec = _Recorder(fast.plan.ops, lr_h)
     fast(torch.rand(1, 3, lr_h, 6))
     return rec.layers
 
@@ -201,12 +206,19 @@ _HGMMA = re.compile(r"HGMMA\.(\d+)x(\d+)x(\d+)")
 
 
 def sass_stats(cubin: bytes) -> dict:
-    """Instruction counts of the kernel and of its main loop (the innermost loop holding HGMMA)."""
+    """:func:`parse_sass` of ``cuobjdump -sass`` and ``-res-usage`` of a one-kernel cubin."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
         sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True, check=True).stdout
         res = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    return parse_sass(sass, res)
+
+
+def parse_sass(sass: str, res: str) -> dict:
+    """Registers, local memory and spill instructions, instruction counts of the kernel and of its main
+    loop: the innermost loop (a backward branch) holding HGMMA, with SASS instructions per
+    64x64x16-equivalent wgmma (HGMMA shapes weighted by m*n*k)."""
     instrs = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in map(_INSTR.search, sass.splitlines()) if m]
     usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", res))
     loops = []
@@ -217,6 +229,7 @@ def sass_stats(cubin: bytes) -> dict:
             macs = sum(math.prod(map(int, _HGMMA.search(o).groups())) for o in body if _HGMMA.search(o))
             if macs:
                 loops.append((len(body), macs, body))
+    all_macs = sum(math.prod(map(int, _HGMMA.search(op).groups())) for _, op, _ in instrs if _HGMMA.search(op))
     out = {
         "regs": int(usage.get("REG", 0)), "local_bytes": int(usage.get("LOCAL", 0)) + int(usage.get("STACK", 0)),
         "spill_instrs": sum(op.startswith(("STL", "LDL")) for _, op, _ in instrs),
@@ -231,6 +244,9 @@ def sass_stats(cubin: bytes) -> dict:
         out.update(loop_instrs=n, loop_hgmma=sum(o.startswith("HGMMA") for o in body), loop_macs_per_warpgroup=macs,
                    instrs_per_64x64x16=round(n / (macs / (64 * 64 * 16)), 1),
                    loop_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])[:12]))
+    else:  # the K loop was fully unrolled (short loops): the whole kernel runs once
+        out.update(loop_instrs=0, loop_hgmma=0, loop_macs_per_warpgroup=0,
+                   instrs_per_64x64x16=round(len(instrs) / (all_macs / (64 * 64 * 16)), 1) if all_macs else None)
     return out
 
 
@@ -316,7 +332,8 @@ def _compile_conv(job):
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
     stats = sass_stats(kernel.asm["cubin"])
     stats.update(shared_bytes=kernel.metadata.shared, wgmma_in_ptx="wgmma.mma_async" in kernel.asm["ptx"],
-                 cp_async=sorted(set(re.findall(r"cp\.async\.(c[ag])", kernel.asm["ptx"]))))
+                 cp_async=sorted(set(re.findall(r"cp\.async\.(c[ag])", kernel.asm["ptx"]))),
+                 l1_cached_loads=bool(re.search(r"cp\.async\.ca|ld\.global\.ca", kernel.asm["ptx"])))
     return stats
 
 
@@ -375,10 +392,13 @@ def estimate_conv(layer: ConvLayer, dtype: str, tile: tuple, stats: dict, lr: tu
     halo = layer.k - 1
     footprint = (rows + halo) * (tw + halo) * math.ceil(layer.c_in / bk) * bk * elt  # distinct A bytes of a program
     l1_free = hw["l1_bytes"] - resident * stats["shared_bytes"]
-    a_l2 = footprint if "ca" in stats["cp_async"] and resident * footprint <= l1_free else a_tile
+    a_l2 = footprint if stats["l1_cached_loads"] and resident * footprint <= l1_free else a_tile
     l2 = ctas * (a_l2 + k_steps * bk * bn * elt)
-    iters = k_steps / (stats["loop_macs_per_warpgroup"] * (warps // 4) / (bm * bn * bk))
-    per_warp = stats["loop_instrs"] * iters + (stats["sass_total"] - stats["loop_instrs"])
+    if stats["loop_instrs"]:
+        iters = k_steps / (stats["loop_macs_per_warpgroup"] * (warps // 4) / (bm * bn * bk))
+        per_warp = stats["loop_instrs"] * iters + (stats["sass_total"] - stats["loop_instrs"])
+    else:
+        per_warp = stats["sass_total"]
     macs = ctas * bm * bn * bk * k_steps
     out = _terms(ctas, warps, macs, _hbm_bytes(layer, h, w, dtype, hw), l2, per_warp, resident, dtype, hw)
     out["a_from_l1"] = a_l2 != a_tile
@@ -394,8 +414,8 @@ def _estimate_small_out(layer, dtype, tile, stats, h, w, hw):
     bk = max(16, 1 << (layer.c_in - 1).bit_length())
     ctas = math.ceil(w / tw) * math.ceil(h / rows)
     steps = rows + 2  # input rows a program walks (two of halo)
-    a_step = 3 * tw * bk * elt if "ca" not in stats["cp_async"] else (tw + 2) * bk * elt
-    l2 = ctas * steps * a_step + _hbm_bytes(layer, h, w, dtype, hw)
+    a_step = (tw + 2) * bk * elt if stats["l1_cached_loads"] else 3 * tw * bk * elt  # 3 shifted loads of a row
+    l2 = ctas * steps * a_step + h * w * layer.c_out * elt  # input rows (+ halo rows and columns), output
     macs = ctas * steps * 3 * tw * 16 * bk
     per_warp = stats["loop_instrs"] * steps + (stats["sass_total"] - stats["loop_instrs"])
     hbm = h * w * (layer.c_in + layer.c_out) * elt + 9 * layer.c_in * layer.c_out * elt
@@ -484,7 +504,7 @@ def main(argv=None) -> int:
     best = {}
     for key, v in classes.items():
         rated = [(estimate_conv(v, "fp16", t, s, lr)["us"], t) for (vv, t), s in fp16.items()
-                 if vv == v and "loop_instrs" in s and occupancy(s["regs"], s["shared_bytes"], t[5] * 32)]
+                 if vv == v and "error" not in s and occupancy(s["regs"], s["shared_bytes"], t[-1] * 32)]
         best[key] = min(rated)[1]
     best = {v: best[(v.c_in, v.c_out, v.k, v.shuffle, v.rel)] for v in variants}
     others = [(v, d, best[v], lr) for v in variants for d in dtypes if d != "fp16" or (v, best[v]) not in fp16]
@@ -500,7 +520,7 @@ def main(argv=None) -> int:
     for v in classes.values():
         report["tiles_tried_fp16"][_name(v)] = [
             {"tile": t, **({"est_us": round(estimate_conv(v, "fp16", t, s, lr)["us"], 2), "instrs_per_64x64x16": s.get("instrs_per_64x64x16"),
-                           "regs": s["regs"]} if "error" not in s and "loop_instrs" in s else {"error": s.get("error", "no HGMMA loop")})}
+                           "regs": s["regs"]} if "error" not in s else {"error": s["error"]})}
             for (vv, t), s in fp16.items() if vv == v]
     for name, layers in plans.items():
         for d in dtypes:
