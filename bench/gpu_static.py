@@ -62,6 +62,7 @@ H100 = {
     "issue_per_sm_per_clock": 4,  # 4 warp schedulers, one warp instruction each per clock
     "regs_per_sm": 65536,
     "smem_per_sm": 228 * 1024,
+    "smem_per_block": 227 * 1024,
     "max_threads_per_sm": 2048,
     "max_ctas_per_sm": 32,
     "launch_gap_us": 1.0,  # between dependent kernels of one CUDA graph (assumed)
@@ -434,6 +435,16 @@ def estimate_ca(c: int, lr: tuple, dtype: str, hw=H100) -> dict:
 
 # ---- the loss kernels ---------------------------------------------------------------------------
 
+def _demangle(name: str) -> str:
+    """``c++filt`` of a kernel symbol without namespace and parameters: ``forward_partials<float, float>``."""
+    tool = shutil.which("c++filt")
+    if not tool:
+        return name
+    full = subprocess.run([tool, name], capture_output=True, text=True).stdout.strip()
+    full = full.replace("(anonymous namespace)::", "").removeprefix("void ")
+    return full.split("(")[0].rsplit("::", 1)[-1]
+
+
 VGG19_TAPS = {"relu1_1": (64, 1), "relu2_1": (128, 2), "relu3_1": (256, 4), "relu4_1": (512, 8), "relu5_1": (512, 16)}
 
 
@@ -456,10 +467,13 @@ def loss_report(patch=192, batch=16, negatives=10, hw=H100) -> dict:
             for block in re.split(r"\n\s+Function : ", sass)[1:]:
                 name = block.split("\n", 1)[0].strip()
                 counts[name] = sum(1 for line in block.splitlines() if _INSTR.search(line))
-            for name, regs, stack, smem, spills in re.findall(
-                    r"Function (\S+):\n.*?REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", proc.stdout + proc.stderr, re.S):
-                kernels[name] = {"regs": int(regs), "stack": int(stack), "shared": int(smem), "local": int(spills),
-                                 "sass_instrs": counts.get(name)}
+            for block in (proc.stdout + proc.stderr).split("Compiling entry function '")[1:]:
+                name = block.split("'", 1)[0]
+                num = lambda pattern: int(m.group(1)) if (m := re.search(pattern, block)) else 0
+                kernels[_demangle(name)] = {
+                    "regs": num(r"Used (\d+) registers"), "stack": num(r"(\d+) bytes stack frame"),
+                    "spill_stores": num(r"(\d+) bytes spill stores"), "shared": num(r"(\d+) bytes smem"),
+                    "sass_instrs": counts.get(name)}
     elements = sum(c * (patch // d) ** 2 for c, d in VGG19_TAPS.values())  # per sample, all taps
     fwd = (2 * batch + negatives) * elements * 4
     bwd = fwd + 2 * batch * elements * 4
@@ -501,16 +515,21 @@ def main(argv=None) -> int:
     jobs = [(v, "fp16", t, lr) for v in classes.values() for t in candidate_tiles(v, lr)]
     with ProcessPoolExecutor(args.jobs) as pool:
         fp16 = dict(zip([(j[0], j[2]) for j in jobs], pool.map(_compile_conv, jobs)))
-    best = {}
+    ranked = {}
     for key, v in classes.items():
-        rated = [(estimate_conv(v, "fp16", t, s, lr)["us"], t) for (vv, t), s in fp16.items()
-                 if vv == v and "error" not in s and occupancy(s["regs"], s["shared_bytes"], t[-1] * 32)]
-        best[key] = min(rated)[1]
-    best = {v: best[(v.c_in, v.c_out, v.k, v.shuffle, v.rel)] for v in variants}
-    others = [(v, d, best[v], lr) for v in variants for d in dtypes if d != "fp16" or (v, best[v]) not in fp16]
+        ranked[key] = sorted((estimate_conv(v, "fp16", t, s, lr)["us"], t, s["shared_bytes"]) for (vv, t), s in fp16.items()
+                             if vv == v and "error" not in s and occupancy(s["regs"], s["shared_bytes"], t[-1] * 32))
+    # bf16 and fp32 take fp16's best tile whose shared memory still fits at their element size
+    best = {}
+    for v in variants:
+        for d in dtypes:
+            fits = [t for _, t, shared in ranked[(v.c_in, v.c_out, v.k, v.shuffle, v.rel)]
+                    if shared * ELT[d] // 2 <= H100["smem_per_block"]]
+            best[(v, d)] = fits[0]
+    others = [(v, d, best[(v, d)], lr) for v in variants for d in dtypes if d != "fp16" or (v, best[(v, d)]) not in fp16]
     with ProcessPoolExecutor(args.jobs) as pool:
         static = dict(zip([(j[0], j[1]) for j in others], pool.map(_compile_conv, others)))
-    static.update({(v, "fp16"): fp16[(v, best[v])] for v in variants if (v, best[v]) in fp16})
+    static.update({(v, "fp16"): fp16[(v, best[(v, "fp16")])] for v in variants if (v, best[(v, "fp16")]) in fp16})
 
     report = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/gpu_static.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -535,10 +554,12 @@ def main(argv=None) -> int:
                     if "error" in s:
                         rows.append({"layer": _name(layer), "error": s["error"]})
                         continue
-                    est = estimate_conv(layer, d, best[layer], s, lr)
-                    rows.append({"layer": _name(layer), "tile": best[layer], **est, "static": s})
+                    est = estimate_conv(layer, d, best[(layer, d)], s, lr)
+                    rows.append({"layer": _name(layer), "tile": best[(layer, d)], **est, "static": s})
                 total += rows[-1].get("us", 0.0)
-            report["students"].setdefault(name, {})[d] = {"layers": rows, "frame_ms_estimate": round(total / 1e3, 3)}
+            complete = all("error" not in r for r in rows)  # no estimate for a frame with a layer that failed
+            report["students"].setdefault(name, {})[d] = {"layers": rows, "frame_ms_estimate": round(total / 1e3, 3) if complete else None}
+    report["decisions"] = decisions(report)
     if not args.no_loss:
         report["loss"] = loss_report()
     out = Path(args.out)
@@ -547,6 +568,31 @@ def main(argv=None) -> int:
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     return 0
+
+
+def decisions(report: dict) -> list:
+    """Whether the two optional kernels of the brief pay, from the body-conv rows of each student
+    (fp16): a persistent weight-stationary conv saves at most the weights' share of the L2 term; a
+    fused residual block saves at most one launch gap and the intermediate's HBM write, and costs
+    conv1 over the tile's halo (rows + 2) x (TILE_W + 2), padded to a power of two for the MMA."""
+    notes = []
+    for name, per in report["students"].items():
+        rows = [r for r in per.get("fp16", {}).get("layers", []) if "tile" in r and len(r["tile"]) == 6 and "[relu]" in r["layer"]]
+        if not rows:
+            continue
+        r = rows[0]
+        bm, bn, bk, tw, _, _ = r["tile"]
+        t = r["terms_us"]
+        l2_bound = r["bound"] == "l2"
+        notes.append(f"{name}: body conv `{r['layer']}` is {r['bound']}-bound ({r['us']:.2f} us); weight-stationary "
+                     f"persistent variant {'may pay (L2-bound)' if l2_bound else 'does not pay: the L2 term is not the bound'}.")
+        halo = (1 << ((bm // tw + 2) * (tw + 2) - 1).bit_length()) / bm
+        extra = (halo - 1) * max(t["tensor"], t["issue"])
+        saved = report["model"]["launch_gap_us"] + t["hbm"]
+        notes.append(f"{name}: fused residual block: saves <= {saved:.2f} us (a launch gap + the intermediate's HBM term), "
+                     f"costs >= {extra:.2f} us (conv1 on {halo:.2f}x the pixels for the halo): "
+                     f"{'pays' if saved > extra else 'does not pay'}.")
+    return notes
 
 
 def _name(layer: ConvLayer) -> str:
@@ -589,7 +635,8 @@ def markdown(report: dict) -> str:
         "|---|" + "---|" * len(next(iter(report["students"].values()))),
     ]
     for name, per in report["students"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{v['frame_ms_estimate']:.3f}" for v in per.values()) + " |")
+        lines.append(f"| {name} | " + " | ".join("incomplete" if v["frame_ms_estimate"] is None else f"{v['frame_ms_estimate']:.3f}"
+                                                 for v in per.values()) + " |")
     for name, per in report["students"].items():
         for d, v in per.items():
             lines += ["", f"## {name} {d}: layers (ESTIMATED us)", "",
@@ -609,6 +656,8 @@ def markdown(report: dict) -> str:
                     f"| {lname} | {count} | {r.get('tile', '-')} | {r['us']:.2f} | {r['bound']} | {t.get('tensor', '-')} | {t['hbm']} | "
                     f"{t.get('l2', '-')} | {t.get('issue', '-')} | {s.get('regs', '-')} | {s.get('spill_instrs', '-')} | "
                     f"{s.get('shared_bytes', '-')} | {s.get('instrs_per_64x64x16', '-')} |")
+    if report.get("decisions"):
+        lines += ["", "## Optional kernels: do they pay (from the ESTIMATES above)?", ""] + [f"- {n}" for n in report["decisions"]]
     if "loss" in report:
         loss = report["loss"]
         g = loss["geometry"]
@@ -617,9 +666,9 @@ def markdown(report: dict) -> str:
                   f"negatives, {g['dtype']}: unique bytes forward {loss['unique_bytes']['forward'] / 1e6:.0f} MB, backward "
                   f"{loss['unique_bytes']['backward'] / 1e6:.0f} MB; HBM floor (ESTIMATE) forward {loss['hbm_floor_us']['forward']} us, "
                   f"backward {loss['hbm_floor_us']['backward']} us.", "",
-                  "| kernel | regs | stack | shared | local | SASS instrs |", "|---|---|---|---|---|---|"]
+                  "| kernel | regs | stack | spill stores | shared | SASS instrs |", "|---|---|---|---|---|---|"]
         for name, k in loss["kernels"].items():
-            lines.append(f"| `{name}` | " + (" | ".join(str(k.get(c, "-")) for c in ("regs", "stack", "shared", "local", "sass_instrs")))
+            lines.append(f"| `{name}` | " + (" | ".join(str(k.get(c, "-")) for c in ("regs", "stack", "spill_stores", "shared", "sass_instrs")))
                          + " |" if "error" not in k else f"| {name} | error |")
     return "\n".join(lines) + "\n"
 
