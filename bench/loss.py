@@ -84,10 +84,10 @@ def peak_bytes(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def make_step(variant, patch, batch, k, dtype, device):
-    """One forward+backward of ``variant`` on fresh inputs (anchors require grad)."""
+def make_step(variant, taps, device):
+    """One forward+backward of ``variant`` on ``taps`` = (anchors requiring grad, positives, negatives)."""
     device = torch.device(device)
-    anchors, positives, negatives = make_taps(patch, batch, k, DTYPES[dtype], device)
+    anchors, positives, negatives = taps
     loss_fn = LOSSES[variant]
 
     def step():
@@ -103,7 +103,7 @@ def make_step(variant, patch, batch, k, dtype, device):
 def peak_of_first_step(variant, patch, batch, k, dtype, device):
     """Peak memory growth (MiB) over the first fwd+bwd, inputs already allocated."""
     device = torch.device(device)
-    step = make_step(variant, patch, batch, k, dtype, device)
+    step = make_step(variant, make_taps(patch, batch, k, DTYPES[dtype], device), device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -213,9 +213,10 @@ def table(rows):
     ]
     for r in rows:
         bound = f"{r['ms'] / r['bound_ms']:.2f}x" if r.get("bound_ms") else ""
+        peak_ratio = f"{r['peak_vs_op']:.2f}x" if r["peak_vs_op"] is not None else "n/a"
         lines.append(
             f"| {r['patch']} | {r['dtype']} | {r['variant']} | {r['ms']:.1f} | {r['runs']} | {r['peak_mib']:.1f} | "
-            f"{r['time_vs_op']:.2f}x | {r['peak_vs_op']:.2f}x | {bound} |"
+            f"{r['time_vs_op']:.2f}x | {peak_ratio} | {bound} |"
         )
     return "\n".join(lines)
 
@@ -253,11 +254,12 @@ def main(argv=None):
     for patch in map(int, args.patches.split(",")):
         for dtype in args.dtypes.split(","):
             peaks = {v: peak_in_subprocess(args, v, patch, dtype) for v in VARIANTS}
-            steps = {v: make_step(v, patch, args.batch, args.k, dtype, args.device) for v in VARIANTS}
+            taps = make_taps(patch, args.batch, args.k, DTYPES[dtype], args.device)  # shared by the variants
+            steps = {v: make_step(v, taps, args.device) for v in VARIANTS}
             if args.device == "cpu":
                 steps["stream"] = stream_step(stream_gib)
             times = time_interleaved(steps, args.repeats, args.min_time)
-            del steps
+            del steps, taps
             bound_ms = None
             if args.device == "cpu":
                 gbps.append(stream_gib * 2**30 / times.pop("stream")[0] / 1e9)
@@ -266,7 +268,8 @@ def main(argv=None):
                 ms = 1e3 * times[v][0]
                 rows.append({"patch": patch, "dtype": dtype, "variant": v, "ms": ms, "runs": times[v][1],
                              "peak_mib": peaks[v]["peak_mib"], "time_vs_op": ms / (1e3 * times["op"][0]),
-                             "peak_vs_op": peaks[v]["peak_mib"] / max(peaks["op"]["peak_mib"], 1e-9),
+                             "peak_vs_op": peaks[v]["peak_mib"] / peaks["op"]["peak_mib"]
+                             if peaks["op"]["peak_mib"] >= 1 else None,  # RSS growth below 1 MiB: no ratio
                              "bound_ms": bound_ms if v == "op" else None})  # fmt: skip
     memory = (
         "peak RSS growth (ru_maxrss) over the first fwd+bwd, fresh process per variant"

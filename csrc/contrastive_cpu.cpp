@@ -60,10 +60,24 @@ constexpr int kBlockBytes = 256;
 
 #define CSD_INLINE inline __attribute__((always_inline))
 
+// Prefetches block i of the next work item's anchor and positive chunks (next = {anchor,
+// positive} or null) into L2 while this item computes: each item's chunks start at a new
+// address (the next sample), where the hardware prefetcher would have to ramp up again.
+template <typename acc_t>
+CSD_INLINE void prefetch_next(const acc_t* const* next, int64_t i) {
+  if (next == nullptr) return;
+  for (int q = 0; q < 2; ++q) {
+    for (int byte = 0; byte < kBlockBytes; byte += 64) {
+      __builtin_prefetch(reinterpret_cast<const char*>(next[q] + i) + byte, 0, 2);
+    }
+  }
+}
+
 // out[t] = sum_i |x_i - ys[t]_i| over len elements, for t < targets: one accumulator per lane
 // of a block, each adding its elements in order, then the tail, then the lanes in order.
 template <typename acc_t, int W>
-CSD_INLINE void abs_diff_sums(const acc_t* x, const acc_t* const* ys, int64_t targets, int64_t len, acc_t* out) {
+CSD_INLINE void abs_diff_sums(const acc_t* x, const acc_t* const* ys, int64_t targets, int64_t len, acc_t* out,
+                              const acc_t* const* next) {
   using V = typename Vec<acc_t, W>::type;
   using M = typename Vec<acc_t, W>::mask;
   constexpr int L = W / sizeof(acc_t), U = kBlockBytes / W, kBlock = U * L;
@@ -72,6 +86,7 @@ CSD_INLINE void abs_diff_sums(const acc_t* x, const acc_t* const* ys, int64_t ta
     V lane[U] = {};
     int64_t i = 0;
     for (; i + kBlock <= len; i += kBlock) {
+      if (t == 0) prefetch_next(next, i);
       for (int u = 0; u < U; ++u) {
         V a, b;
         memcpy(&a, x + i + u * L, sizeof(V));
@@ -92,7 +107,7 @@ CSD_INLINE void abs_diff_sums(const acc_t* x, const acc_t* const* ys, int64_t ta
 // sign(x_i - p_i) (gp may be null); the count is summed exactly as integers.
 template <typename acc_t, int W>
 CSD_INLINE void sign_gradients(const acc_t* x, const acc_t* p, const acc_t* const* negs, int64_t K, int64_t len,
-                               acc_t alpha, acc_t beta, acc_t* ga, acc_t* gp) {
+                               acc_t alpha, acc_t beta, acc_t* ga, acc_t* gp, const acc_t* const* next) {
   using V = typename Vec<acc_t, W>::type;
   using M = typename Vec<acc_t, W>::mask;
   constexpr int L = W / sizeof(acc_t), U = kBlockBytes / W, kBlock = U * L;
@@ -100,6 +115,7 @@ CSD_INLINE void sign_gradients(const acc_t* x, const acc_t* p, const acc_t* cons
   for (; i + kBlock <= len; i += kBlock) {
     V xs[U];
     M count[U] = {};  // sum_k sign(x - n_k) = #(x > n_k) - #(x < n_k)
+    prefetch_next(next, i);
     for (int u = 0; u < U; ++u) memcpy(&xs[u], x + i + u * L, sizeof(V));
     for (int64_t k = 0; k < K; ++k) {
       for (int u = 0; u < U; ++u) {
@@ -131,22 +147,23 @@ CSD_INLINE void sign_gradients(const acc_t* x, const acc_t* p, const acc_t* cons
 
 template <typename acc_t>
 struct Kernels {
-  void (*abs_diff_sums)(const acc_t*, const acc_t* const*, int64_t, int64_t, acc_t*);
+  void (*abs_diff_sums)(const acc_t*, const acc_t* const*, int64_t, int64_t, acc_t*, const acc_t* const*);
   void (*sign_gradients)(const acc_t*, const acc_t*, const acc_t* const*, int64_t, int64_t, acc_t, acc_t, acc_t*,
-                         acc_t*);
+                         acc_t*, const acc_t* const*);
 };
 
 // One instantiation of both loops per instruction set, on vectors of its register width.
 #define CSD_KERNELS_FOR(name, target, width)                                                                            \
   template <typename acc_t>                                                                                      \
   target void name##_abs_diff_sums(const acc_t* x, const acc_t* const* ys, int64_t targets, int64_t len,         \
-                                   acc_t* out) {                                                                 \
-    abs_diff_sums<acc_t, width>(x, ys, targets, len, out);                                                                     \
+                                   acc_t* out, const acc_t* const* next) {                                       \
+    abs_diff_sums<acc_t, width>(x, ys, targets, len, out, next);                                                 \
   }                                                                                                              \
   template <typename acc_t>                                                                                      \
   target void name##_sign_gradients(const acc_t* x, const acc_t* p, const acc_t* const* negs, int64_t K,         \
-                                    int64_t len, acc_t alpha, acc_t beta, acc_t* ga, acc_t* gp) {                \
-    sign_gradients<acc_t, width>(x, p, negs, K, len, alpha, beta, ga, gp);                                                     \
+                                    int64_t len, acc_t alpha, acc_t beta, acc_t* ga, acc_t* gp,                  \
+                                    const acc_t* const* next) {                                                  \
+    sign_gradients<acc_t, width>(x, p, negs, K, len, alpha, beta, ga, gp, next);                                 \
   }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -183,21 +200,23 @@ const acc_t* as_acc(const scalar_t* x, int64_t len, acc_t* buffer) {
   }
 }
 
-// Pointers of chunk [lo, lo + len) of sample b: anchor, positive, then the K negatives, as acc_t
-// (converted into `buffer` [K + 2, kChunk] for fp16/bf16).
+// Pointers of [lo, lo + len) of sample b: anchor, positive, then the K negatives, as acc_t
+// (converted into `buffer` [K + 2, len] for fp16/bf16).
 template <typename acc_t, typename scalar_t>
 void chunk_inputs(const scalar_t* a, const scalar_t* p, const scalar_t* n, const Geometry& g, int64_t b, int64_t lo,
                   int64_t len, acc_t* buffer, const acc_t** ptrs) {
   ptrs[0] = as_acc(a + b * g.m + lo, len, buffer);
-  ptrs[1] = as_acc(p + b * g.m + lo, len, buffer + kChunk);
+  ptrs[1] = as_acc(p + b * g.m + lo, len, buffer + len);
   for (int64_t k = 0; k < g.K; ++k) {
-    ptrs[k + 2] = as_acc(n + k * g.neg_stride_k + b * g.neg_stride_b + lo, len, buffer + (k + 2) * kChunk);
+    ptrs[k + 2] = as_acc(n + k * g.neg_stride_k + b * g.neg_stride_b + lo, len, buffer + (k + 2) * len);
   }
 }
 
-// Runs item(j, w, lo, len, ptrs) for every work item w = c * B + b (chunk c = [lo, lo + len) of
-// sample b) of every tap j, in one parallel region (one fork-join per direction, not per tap),
-// ptrs holding that chunk's inputs as acc_t. ~2^16 elements per task; small calls run inline.
+// Runs item(j, w, lo, len, ptrs, next) for every work item w = c * B + b (chunk c = [lo, lo +
+// len) of sample b) of every tap j, in one parallel region (one fork-join per direction, not
+// per tap): ptrs holds that chunk's inputs as acc_t, next the following item's anchor and
+// positive chunks (for prefetching; null at a task's end or for converted inputs). ~2^16
+// elements per task; small calls run inline.
 template <typename scalar_t, typename Item>
 void for_each_item(const std::vector<FlatTap>& taps, const Item& item) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -213,6 +232,15 @@ void for_each_item(const std::vector<FlatTap>& taps, const Item& item) {
   at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer(std::is_same_v<acc_t, scalar_t> ? 0 : (max_k + 2) * kChunk);
     std::vector<const acc_t*> ptrs(max_k + 2);
+    // The anchor and positive chunk of item `global` (of tap j or a later one).
+    auto chunk_starts = [&](int64_t global, size_t j, const acc_t** out) {
+      while (global >= first[j + 1]) ++j;
+      const Geometry& g = taps[j].g;
+      const int64_t w = global - first[j], off = w % g.B * g.m + w / g.B * kChunk;
+      out[0] = reinterpret_cast<const acc_t*>(taps[j].anchor.const_data_ptr<scalar_t>() + off);
+      out[1] = reinterpret_cast<const acc_t*>(taps[j].positive.const_data_ptr<scalar_t>() + off);
+    };
+    const acc_t* next[2];
     size_t j = std::upper_bound(first.begin(), first.end(), begin) - first.begin() - 1;
     for (int64_t global = begin; global < end; ++global) {
       while (global >= first[j + 1]) ++j;
@@ -221,7 +249,9 @@ void for_each_item(const std::vector<FlatTap>& taps, const Item& item) {
       const int64_t w = global - first[j], b = w % g.B, lo = w / g.B * kChunk, len = std::min(kChunk, g.m - lo);
       chunk_inputs(tap.anchor.const_data_ptr<scalar_t>(), tap.positive.const_data_ptr<scalar_t>(),
                    tap.negatives.const_data_ptr<scalar_t>(), g, b, lo, len, buffer.data(), ptrs.data());
-      item(j, w, lo, len, ptrs.data());
+      const bool prefetch = std::is_same_v<acc_t, scalar_t> && global + 1 < end;
+      if (prefetch) chunk_starts(global + 1, j, next);
+      item(j, w, lo, len, ptrs.data(), prefetch ? next : nullptr);
     }
   });
 }
@@ -250,9 +280,10 @@ std::tuple<at::Tensor, TapOutputs, TapOutputs> forward_cpu(at::TensorList anchor
     std::vector<std::vector<acc_t>> partials;  // per tap: [chunk c, sample b, target t]
     for (const FlatTap& tap : taps) partials.emplace_back(num_chunks(tap.g.m) * tap.g.B * (tap.g.K + 1));
     const Kernels<acc_t>& simd = kernels<acc_t>();
-    for_each_item<scalar_t>(taps, [&](size_t j, int64_t w, int64_t, int64_t len, const acc_t** ptrs) {
+    for_each_item<scalar_t>(taps, [&](size_t j, int64_t w, int64_t, int64_t len, const acc_t** ptrs,
+                                      const acc_t* const* next) {
       const int64_t K1 = taps[j].g.K + 1;
-      simd.abs_diff_sums(ptrs[0], ptrs + 1, K1, len, partials[j].data() + w * K1);
+      simd.abs_diff_sums(ptrs[0], ptrs + 1, K1, len, partials[j].data() + w * K1, next);
     });
     acc_t total = 0;
     for (size_t j = 0; j < taps.size(); ++j) {
@@ -299,7 +330,8 @@ std::tuple<TapOutputs, TapOutputs> backward_cpu(const at::Tensor& grad_loss, at:
       }
     }
     const Kernels<acc_t>& simd = kernels<acc_t>();
-    for_each_item<scalar_t>(taps, [&](size_t j, int64_t w, int64_t lo, int64_t len, const acc_t** ptrs) {
+    for_each_item<scalar_t>(taps, [&](size_t j, int64_t w, int64_t lo, int64_t len, const acc_t** ptrs,
+                                      const acc_t* const* next) {
       const Geometry& g = taps[j].g;
       const int64_t b = w % g.B, off = b * g.m + lo;
       scalar_t* ga = grad_a[j].second.mutable_data_ptr<scalar_t>() + off;
@@ -307,12 +339,12 @@ std::tuple<TapOutputs, TapOutputs> backward_cpu(const at::Tensor& grad_loss, at:
       if constexpr (convert) {  // through fp32 buffers
         acc_t out[2][kChunk];
         simd.sign_gradients(ptrs[0], ptrs[1], ptrs + 2, g.K, len, alpha[j][b], beta[j][b], out[0],
-                            gp == nullptr ? nullptr : out[1]);
+                            gp == nullptr ? nullptr : out[1], next);
         for (int64_t i = 0; i < len; ++i) ga[i] = scalar_t(out[0][i]);
         for (int64_t i = 0; gp != nullptr && i < len; ++i) gp[i] = scalar_t(out[1][i]);
       } else {  // scalar_t is acc_t here (the cast only spells it for the compiler)
         simd.sign_gradients(ptrs[0], ptrs[1], ptrs + 2, g.K, len, alpha[j][b], beta[j][b],
-                            reinterpret_cast<acc_t*>(ga), reinterpret_cast<acc_t*>(gp));
+                            reinterpret_cast<acc_t*>(ga), reinterpret_cast<acc_t*>(gp), next);
       }
     });
   });
