@@ -1,7 +1,8 @@
 """The CUDA sources of the contrastive op compile standalone with nvcc (no GPU, no torch headers).
 
-A CPU machine cannot run them; this proves they build for Ampere (sm_80) and Hopper (sm_90)
-without warnings. GPU numerics are in test_contrastive_op.py (marked ``gpu``).
+A CPU machine cannot run them on a GPU; this proves they build for Ampere (sm_80) and Hopper
+(sm_90) without warnings. Their numerics are checked on the CPU through the SIMT emulator in
+test_cuda_on_cpu.py, and on a GPU in test_contrastive_op.py (marked ``gpu``).
 """
 import shutil
 import subprocess

@@ -112,6 +112,25 @@ def test_emulated_atomics_and_dynamic_shared_memory(checks):
     assert torch.equal(out, 95 - torch.arange(96.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_emulated_half_conversions_round_like_torch(checks, dtype):
+    """Round to nearest even, subnormals, ties, overflow to inf, NaN: bit for bit as torch."""
+    finfo = torch.finfo(dtype)
+    x = torch.cat([torch.randn(4000) * 10.0 ** torch.randint(-9, 6, (4000,)),
+                   torch.tensor([0.0, -0.0, finfo.max, -finfo.max, finfo.tiny, finfo.tiny / 3, 65519.0, 65520.0,
+                                 1e30, float("inf"), float("-inf"), float("nan")])])  # fmt: skip
+    v = (torch.randn(4000) * 100).to(dtype).float()  # representable values, odd and even mantissas
+    v = v[v != 0]
+    spacing = 2.0 ** torch.floor(torch.log2(v.abs())) * finfo.eps
+    x = torch.cat([x, v + spacing / 2, v - spacing / 4])  # exact ties, then plain rounding
+    out = torch.empty_like(x)
+    fn = checks.simt_round_half if dtype == torch.float16 else checks.simt_round_bfloat16
+    fn(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()), ctypes.c_long(x.numel()))
+    want = x.to(dtype).float()
+    assert torch.equal(out.isnan(), want.isnan())
+    assert torch.equal(out[~want.isnan()], want[~want.isnan()])
+
+
 @pytest.mark.parametrize("which,message", [
     (2, "deadlock|exited while others wait"), (3, "deadlock|exited while others wait"),
     (4, "misaligned __ldg of a 16-byte value"), (5, "exceeds the kernel's limit"),

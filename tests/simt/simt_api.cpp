@@ -12,3 +12,13 @@ const char* simt_last_message() {
   return message.c_str();
 }
 }
+
+extern "C" {
+// The emulator's fp16 / bf16 round trips, for checking them against torch's conversions.
+void simt_round_half(const float* in, float* out, long n) {
+  for (long i = 0; i < n; ++i) out[i] = __half2float(__float2half_rn(in[i]));
+}
+void simt_round_bfloat16(const float* in, float* out, long n) {
+  for (long i = 0; i < n; ++i) out[i] = __bfloat162float(__float2bfloat16_rn(in[i]));
+}
+}

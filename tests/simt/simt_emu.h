@@ -70,6 +70,16 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 struct __half { uint16_t bits; };
 struct __nv_bfloat16 { uint16_t bits; };
 
+namespace simt {
+template <typename To, typename From>
+To bit_cast(const From& from) {  // std::bit_cast is C++20; the emulator builds as C++17
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  To to;
+  memcpy(&to, &from, sizeof(To));
+  return to;
+}
+}  // namespace simt
+
 inline float __half2float(__half h) {
   const uint32_t sign = uint32_t(h.bits & 0x8000u) << 16, exp = (h.bits >> 10) & 0x1f, man = h.bits & 0x3ffu;
   float magnitude;
@@ -80,39 +90,25 @@ inline float __half2float(__half h) {
   } else {
     magnitude = std::ldexp(float(man | 0x400u), int(exp) - 25);
   }
-  uint32_t out;
-  memcpy(&out, &magnitude, 4);
-  out |= sign;
-  float f;
-  memcpy(&f, &out, 4);
-  return f;
+  return simt::bit_cast<float>(simt::bit_cast<uint32_t>(magnitude) | sign);
 }
 inline __half __float2half_rn(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
+  uint32_t x = simt::bit_cast<uint32_t>(f);
   const uint16_t sign = (x >> 16) & 0x8000u;
   x &= 0x7fffffffu;
   if (x > 0x7f800000u) return {uint16_t(sign | 0x7e00u)};  // NaN
   if (x >= 0x477ff000u) return {uint16_t(sign | 0x7c00u)};  // >= 65520 rounds to inf
   if (x < 0x38800000u) {  // below 2^-14: a subnormal half, in units of 2^-24 (nearbyint: to even)
-    float a;
-    memcpy(&a, &x, 4);
-    return {uint16_t(sign | uint16_t(std::nearbyint(a * 16777216.0f)))};
+    return {uint16_t(sign | uint16_t(std::nearbyint(simt::bit_cast<float>(x) * 16777216.0f)))};
   }
   uint32_t h = (x - 0x38000000u) >> 13;  // rebias the exponent (127 -> 15), keep 10 mantissa bits
   const uint32_t rest = x & 0x1fffu;
   if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // round to nearest even
   return {uint16_t(sign | h)};
 }
-inline float __bfloat162float(__nv_bfloat16 h) {
-  const uint32_t u = uint32_t(h.bits) << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
+inline float __bfloat162float(__nv_bfloat16 h) { return simt::bit_cast<float>(uint32_t(h.bits) << 16); }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
+  uint32_t u = simt::bit_cast<uint32_t>(f);
   if (std::isnan(f)) return {0x7fc0};
   u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
   return {uint16_t(u >> 16)};
