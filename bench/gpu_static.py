@@ -394,7 +394,8 @@ def estimate_conv(layer: ConvLayer, dtype: str, tile: tuple, stats: dict, lr: tu
     footprint = (rows + halo) * (tw + halo) * math.ceil(layer.c_in / bk) * bk * elt  # distinct A bytes of a program
     l1_free = hw["l1_bytes"] - resident * stats["shared_bytes"]
     a_l2 = footprint if stats["l1_cached_loads"] and resident * footprint <= l1_free else a_tile
-    l2 = ctas * (a_l2 + k_steps * bk * bn * elt)
+    weights_l2 = ctas * k_steps * bk * bn * elt  # every program streams its columns of the weights
+    l2 = ctas * a_l2 + weights_l2
     if stats["loop_instrs"]:
         iters = k_steps / (stats["loop_macs_per_warpgroup"] * (warps // 4) / (bm * bn * bk))
         per_warp = stats["loop_instrs"] * iters + (stats["sass_total"] - stats["loop_instrs"])
@@ -403,6 +404,9 @@ def estimate_conv(layer: ConvLayer, dtype: str, tile: tuple, stats: dict, lr: tu
     macs = ctas * bm * bn * bk * k_steps
     out = _terms(ctas, warps, macs, _hbm_bytes(layer, h, w, dtype, hw), l2, per_warp, resident, dtype, hw)
     out["a_from_l1"] = a_l2 != a_tile
+    # a persistent weight-stationary variant would read the weights once per resident program instead
+    resident_weights = min(ctas, hw["sms"] * resident) * k_steps * bk * bn * elt
+    out["l2_weights_saved_us"] = round((weights_l2 - resident_weights) / (hw["l2_tb_s"] * 1e12) * 1e6, 2)
     return out
 
 
@@ -532,10 +536,10 @@ def main(argv=None) -> int:
     static.update({(v, "fp16"): fp16[(v, best[(v, "fp16")])] for v in variants if (v, best[(v, "fp16")]) in fp16})
 
     report = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python bench/gpu_static.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": " ".join(["python bench/gpu_static.py", *(argv if argv is not None else sys.argv[1:])]),
               "triton": __import__("triton").__version__, "torch": torch.__version__,
               "model": H100, "lr": lr, "scale": SCALE, "note": "every time is an ESTIMATE (no GPU ran any of this)",
-              "students": {}, "tiles_tried_fp16": {}}
+              "students": {}, "kernels": {}, "tiles_tried_fp16": {}}
     for v in classes.values():
         report["tiles_tried_fp16"][_name(v)] = [
             {"tile": t, **({"est_us": round(estimate_conv(v, "fp16", t, s, lr)["us"], 2), "instrs_per_64x64x16": s.get("instrs_per_64x64x16"),
@@ -555,10 +559,15 @@ def main(argv=None) -> int:
                         rows.append({"layer": _name(layer), "error": s["error"]})
                         continue
                     est = estimate_conv(layer, d, best[(layer, d)], s, lr)
-                    rows.append({"layer": _name(layer), "tile": best[(layer, d)], **est, "static": s})
+                    report["kernels"][f"{_name(layer)} {d}"] = s
+                    rows.append({"layer": _name(layer), "tile": best[(layer, d)], **est})
                 total += rows[-1].get("us", 0.0)
             complete = all("error" not in r for r in rows)  # no estimate for a frame with a layer that failed
-            report["students"].setdefault(name, {})[d] = {"layers": rows, "frame_ms_estimate": round(total / 1e3, 3) if complete else None}
+            grouped = {}  # identical launches once, with their count, in order of first use
+            for r in rows:
+                grouped.setdefault(r["layer"], dict(r, count=0))["count"] += 1
+            report["students"].setdefault(name, {})[d] = {"layers": list(grouped.values()),
+                                                          "frame_ms_estimate": round(total / 1e3, 3) if complete else None}
     report["decisions"] = decisions(report)
     if not args.no_loss:
         report["loss"] = loss_report()
@@ -583,9 +592,11 @@ def decisions(report: dict) -> list:
         r = rows[0]
         bm, bn, bk, tw, _, _ = r["tile"]
         t = r["terms_us"]
-        l2_bound = r["bound"] == "l2"
-        notes.append(f"{name}: body conv `{r['layer']}` is {r['bound']}-bound ({r['us']:.2f} us); weight-stationary "
-                     f"persistent variant {'may pay (L2-bound)' if l2_bound else 'does not pay: the L2 term is not the bound'}.")
+        others = max(v for k, v in t.items() if k != "l2")
+        gain = max(0.0, r["us"] - report["model"]["launch_gap_us"] - max(others, t["l2"] - r["l2_weights_saved_us"]))
+        notes.append(f"{name}: body conv `{r['layer']}` is {r['bound']}-bound ({r['us']:.2f} us); a weight-stationary persistent "
+                     f"variant would cut the L2 term by {r['l2_weights_saved_us']:.2f} us (weights read once per resident program), "
+                     f"the estimate by {gain:.2f} us: {'pays' if gain > 0.05 * r['us'] else 'does not pay'}.")
         halo = (1 << ((bm // tw + 2) * (tw + 2) - 1).bit_length()) / bm
         extra = (halo - 1) * max(t["tensor"], t["issue"])
         saved = report["model"]["launch_gap_us"] + t["hbm"]
@@ -619,8 +630,8 @@ def markdown(report: dict) -> str:
         "",
         f"- tensor: MACs executed by the tiles (padding included) x 2 / {m['tensor_tflops']['fp16']} TFLOP/s fp16/bf16,"
         f" {m['tensor_tflops']['fp32']} TF32 (dense), / wave efficiency",
-        f"- hbm: unique bytes (input once, weights, residual, output) / {m['hbm_tb_s']} TB/s",
-        f"- hbm: LR activation sets up to {m['l2_resident_bytes'] / 2**20:.0f} MB are read from L2 (written there by the previous layer)",
+        f"- hbm: outputs and weights, plus inputs and residuals except LR activation sets up to "
+        f"{m['l2_resident_bytes'] / 2**20:.0f} MB (read from L2, where the previous layer wrote them) / {m['hbm_tb_s']} TB/s",
         f"- l2: bytes requested from L2 (weights every K step; activations through L1 once per tile + halo when the footprints fit "
         f"in L1 = {m['l1_bytes'] // 1024} KB - shared memory, else every K step) / {m['l2_tb_s']} TB/s (assumed)",
         f"- issue: SASS instructions per warp (main-loop body x trips + the rest once) x warps / "
@@ -642,14 +653,12 @@ def markdown(report: dict) -> str:
             lines += ["", f"## {name} {d}: layers (ESTIMATED us)", "",
                       "| layer | count | tile (M,N,K,TW,st,w) | est us each | bound | tensor | hbm | l2 | issue | regs | spill instrs | smem | SASS/64x64x16 wgmma |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-            groups = {}
             for r in v["layers"]:
-                groups.setdefault(r["layer"], [r, 0])[1] += 1
-            for lname, (r, count) in groups.items():
+                lname, count = r["layer"], r["count"]
                 if "error" in r:
                     lines.append(f"| {lname} | {count} | - | error: {r['error']} |")
                     continue
-                t, s = r["terms_us"], r.get("static", {})
+                t, s = r["terms_us"], report["kernels"].get(f"{r['layer']} {d}", {})
                 if "x_hbm_floor" in r:
                     lname += f" (small-C_out kernel: {r['x_hbm_floor']}x its HBM floor)"
                 lines.append(

@@ -54,6 +54,7 @@ _GPU_TILES = [
     (128, 32, 32, 64, 4, 4), (256, 128, 32, 64, 3, 8), (128, 256, 32, 64, 3, 8), (128, 16, 32, 64, 4, 4),
     (256, 16, 64, 64, 3, 4), (128, 64, 16, 64, 3, 4), (64, 32, 16, 64, 4, 4), (128, 16, 16, 16, 4, 4),
     (256, 32, 16, 64, 3, 8), (128, 64, 64, 64, 2, 4), (128, 64, 64, 32, 2, 4), (256, 64, 64, 64, 2, 8),
+    (256, 16, 16, 64, 4, 4), (256, 32, 32, 64, 3, 4),  # narrow layers (RCAN 16, CARN 32 channels): fewer, longer programs
 ]
 # two small tiles, so the autotuner (pruning, benchmarking, reset_to_zero) also runs under the interpreter
 _INTERPRETER_TILES = [(64, 32, 16, 8, 1, 4), (32, 16, 16, 4, 1, 4)]

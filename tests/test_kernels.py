@@ -145,3 +145,14 @@ def test_int32_index_math_refuses_images_past_2_31_elements():
     huge = torch.empty(1, 64, 2049, 16384, device="meta", memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="x: one image spans"):
         int32_extent(huge, "x")
+
+
+def test_fp32_weights_pack_k_major_and_16_bit_weights_n_major():
+    """TF32 wgmma reads B only K-major: fp32 packs as a transposed view (K contiguous), same values."""
+    from csd_fast.kernels import pack_conv_weight
+
+    w = torch.randn(48, 16, 3, 3)
+    p32, p16 = pack_conv_weight(w), pack_conv_weight(w, torch.float16)
+    assert p32.shape == p16.shape == (144, 48)
+    assert p32.stride() == (1, 144) and p16.stride() == (48, 1)
+    assert torch.equal(p32, w.permute(2, 3, 1, 0).reshape(144, 48))
