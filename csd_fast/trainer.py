@@ -448,11 +448,11 @@ class _SignalFlag:
         return self
 
     def _record(self, signum, frame) -> None:
-        if self.signum is not None:  # a second signal: stop now, as without the handler
-            self.__exit__()
-            os.kill(os.getpid(), signum)
-            return
+        second = self.signum is not None
         self.signum = signum
+        if second:  # stop now, as without the handler
+            self.__exit__()
+            self.deliver()
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -460,6 +460,13 @@ class _SignalFlag:
         self._previous = {}
 
     def deliver(self) -> None:
+        """Hand a recorded signal to the handler in place: a Python handler (Ctrl-C's
+        ``default_int_handler`` raises KeyboardInterrupt) is called right here, since a re-sent signal
+        whose handler runs inside a finalizer is swallowed; SIG_DFL is re-sent and ends the process."""
         if self.signum is not None:
             signum, self.signum = self.signum, None
-            os.kill(os.getpid(), signum)
+            handler = signal.getsignal(signum)
+            if callable(handler):
+                handler(signum, None)
+            else:
+                os.kill(os.getpid(), signum)
