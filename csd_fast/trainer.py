@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, load_checkpoint
+from .fileio import atomic_write, lock_run_dir
 from .history import DynamicNegatives
 from .losses import ContrastiveLoss
 from .metrics import psnr_y
@@ -296,10 +297,10 @@ class CSDTrainer:
         """Append rows to ``out_dir/log.csv`` (rank 0), or rewrite it with exactly ``rows``."""
         if self.out_dir is None or not self.is_main:
             return
-        os.makedirs(self.out_dir, exist_ok=True)
+        lock_run_dir(self.out_dir)  # creates it; a second live run into it fails here
         path = os.path.join(self.out_dir, LOG_NAME)
         header = not (append and os.path.exists(path))
-        with open(path, "a" if append else "w", newline="") as f:
+        with open(path, "a", newline="") if append else atomic_write(path, "w") as f:
             writer = csv.DictWriter(f, fieldnames=self.log_fields, extrasaction="ignore")
             if header:
                 writer.writeheader()

@@ -72,7 +72,7 @@ def test_config_errors_name_the_key(tmp_path, capsys):
 
 def test_every_train_flag_is_a_config_key():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
-    dests = {a.dest for a in train._actions} - {"help", "config", "func"}
+    dests = {a.dest for a in train._actions} - {"help", "config", "func", "debug"}
     assert dests == set(DEFAULTS)
 
 

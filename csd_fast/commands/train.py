@@ -5,11 +5,20 @@ Config keys are the flags' names with underscores (``lambda_c: 200``, ``train_hr
 ``checkpoint.pt`` (resumable), ``log.csv``, ``training.png``, ``student.safetensors``,
 ``config.json`` (the resolved options) and TensorBoard scalars when tensorboard is installed.
 Under ``torchrun`` every process trains its share of each global batch (DDP); rank 0 writes.
+
+``out`` is locked while the run is alive (``csd_fast.fileio.lock_run_dir``: a second run into it
+fails at once) and must be empty unless ``resume`` (continue its checkpoint) or ``overwrite``
+(delete the previous run's files, listed in ``RUN_FILES``, then start afresh) is given.
+``bundled`` without an explicit ``preset``/``steps`` trains the small demo size
+(``BUNDLED_DEFAULTS``), not the paper's 43M-parameter EDSR for 300k steps.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from ..fileio import atomic_write_text, check_writable_dir, is_internal_file, lock_run_dir, unlock_run_dir
+from ..optional import import_optional
 
 DEFAULTS = dict(
     arch="edsr", preset="paper", model_args={}, scale=None, width=0.25, teacher=None, res_scale=None, rgb_range=None,
@@ -17,19 +26,20 @@ DEFAULTS = dict(
     lr=1e-4, lr_step=None, steps=300_000, batch=16, patch=None, max_minutes=None,
     train_hr=None, train_lr=None, div2k=None, bundled=False, max_side=None, strict=False,
     val=[], data_root=None, val_every=None, checkpoint_every=500,
-    device="auto", out="runs/train", resume=False, vgg_weights=None, seed=0, quiet=False,
+    device="auto", out="runs/train", resume=False, overwrite=False, vgg_weights=None, seed=0, quiet=False,
 )
+BUNDLED_DEFAULTS = dict(preset="demo", steps=2000)
+RUN_FILES = ("checkpoint.pt", "log.csv", "training.png", "student.safetensors", "student.json", "config.json", "tensorboard")
 
 
 def load_config(path) -> dict:
     """A YAML (.yaml/.yml) or JSON config as a dict of known option names."""
-    import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--config: {str(path)!r} is not a file")
     text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    data = json.loads(text) if path.suffix == ".json" else import_optional("yaml", "a YAML --config").safe_load(text)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -43,8 +53,7 @@ def load_config(path) -> dict:
 
 def parse_model_args(items) -> dict:
     """``["n_feats=64", "res_scale=0.1"]`` -> ``{"n_feats": 64, "res_scale": 0.1}`` (values parsed as YAML)."""
-    import yaml
-
+    yaml = import_optional("yaml", "--model-arg")
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -57,12 +66,16 @@ def parse_model_args(items) -> dict:
 def resolve_options(args) -> dict:
     """Defaults, then the config file, then the flags given on the command line."""
     opts = dict(DEFAULTS)
-    if getattr(args, "config", None):
-        opts.update(load_config(args.config))
+    config = load_config(args.config) if getattr(args, "config", None) else {}
+    opts.update(config)
     given = {k: v for k, v in vars(args).items() if k in DEFAULTS}
     if "model_args" in given:
         given["model_args"] = {**opts["model_args"], **parse_model_args(given["model_args"])}
     opts.update(given)
+    if opts["bundled"]:
+        opts.update({k: v for k, v in BUNDLED_DEFAULTS.items() if k not in config and k not in given})
+    if opts["resume"] and opts["overwrite"]:
+        raise ValueError("--resume and --overwrite: give one (continue the run in --out, or replace it)")
     sources = [k for k in ("train_hr", "div2k", "bundled") if opts[k]]
     if len(sources) != 1:
         raise ValueError(f"training data: give exactly one of --train-hr DIR, --div2k ROOT, --bundled; got {sources or 'none'}")
@@ -97,19 +110,45 @@ def _model(opts, device):
     return loaded.model.train()
 
 
+def prepare_out(opts) -> Path:
+    """Lock ``out`` for this run and check it holds no other run (see the module docstring)."""
+    import shutil
+
+    out = lock_run_dir(check_writable_dir(opts["out"], "--out"))
+    found = sorted(p.name for p in out.iterdir() if not is_internal_file(p.name))
+    if opts["overwrite"]:
+        for name in set(found) & set(RUN_FILES):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink()
+    elif found and not opts["resume"]:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ValueError(f"--out: {out} is not empty ({shown}); pass --resume to continue the run there, "
+                         "--overwrite to replace it, or choose another folder")
+    return out
+
+
 def run(args) -> int:
+    import os
+
     import torch
 
     from .common import init_distributed, resolve_device
 
     opts = resolve_options(args)
     device = resolve_device(opts["device"])
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        prepare_out(opts)
     created = init_distributed(device)
     try:
         _train(opts, device)
     finally:
         if created:
             torch.distributed.destroy_process_group()
+        if main:
+            unlock_run_dir(opts["out"])
     return 0
 
 
@@ -139,7 +178,7 @@ def _train(opts, device) -> None:
     if not trainer.is_main:
         return
     out = Path(opts["out"])
-    (out / "config.json").write_text(json.dumps(opts, indent=2, default=str) + "\n")
+    atomic_write_text(out / "config.json", json.dumps(opts, indent=2, default=str) + "\n")
     student = save_student(trainer.export(), out / "student.safetensors", width=trainer.width, source=str(out / CHECKPOINT_NAME))
     if (out / LOG_NAME).exists():
         plot_training(out / LOG_NAME, out / "training.png")
