@@ -24,8 +24,8 @@ _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 # JPEG without chroma subsampling (4:2:0 would average the colours of each 2x2 block: visibly wrong
-# colours on small images and fine detail); WebP at the same quality instead of Pillow's 80.
-SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"quality": 95}}
+# colours on small images and fine detail); WebP lossless (lossy WebP always subsamples chroma).
+SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
 
 
 class ImageReadError(ValueError):
@@ -107,8 +107,8 @@ def write_pil(im: Image.Image, path, **options) -> Path:
 
 def save_image(img: torch.Tensor, path) -> Path:
     """Write ``[3,H,W]`` (or ``[1,3,H,W]``) in [0, 1] as 8 bit; format from the suffix
-    (png, jpg/jpeg at quality 95 without chroma subsampling, bmp, tif, webp). Parent folders are
-    created; written atomically."""
+    (png, jpg/jpeg at quality 95 without chroma subsampling, bmp, tif, lossless webp). Parent
+    folders are created; written atomically."""
     if img.dim() == 4 and img.shape[0] == 1:
         img = img[0]
     if img.dim() != 3 or img.shape[0] != 3:
