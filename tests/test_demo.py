@@ -46,3 +46,18 @@ def test_demo_writes_student_comparison_and_metrics(tmp_path, monkeypatch, capsy
     assert teacher.model.export(teacher.width).config == student.config
     out = capsys.readouterr().out
     assert "student - bicubic" in out and "teacher" in out
+
+
+def test_readme_demo_table_has_the_format_the_demo_prints():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    start = readme.index("| method | PSNR-Y | SSIM-Y | params | CPU ms/img |")
+    table = readme[start:start + 5]
+    rows = {name: {"psnr_y": 30.0, "ssim_y": 0.9, "params": 1234, "ms_per_image": 5.0} for name in ("bicubic", "student", "teacher")}
+    printed = demo.format_table(rows).splitlines()
+    assert table[:2] == printed[:2]
+    assert [line.split("|")[1] for line in table[2:]] == [line.split("|")[1] for line in printed[2:]]
+    for line in table[2:]:  # numbers as the demo formats them: 2 and 4 decimals, thousands separators
+        _, _, psnr, ssim, params, ms, _ = line.split("|")
+        assert len(psnr.strip().split(".")[1]) == 2 and len(ssim.strip().split(".")[1]) == 4 and "." not in ms

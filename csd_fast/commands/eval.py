@@ -12,6 +12,7 @@ import torch
 
 from ..data import imresize
 from ..fileio import atomic_write_text, check_writable_dir
+from ..optional import import_optional
 from ..inference import upscale_tensor
 from ..metrics import psnr_y, ssim_y
 from ..student_io import load_model
@@ -84,6 +85,8 @@ def _write(rows: list[dict], out_dir: Path, stem: str) -> None:
 @torch.no_grad()
 def run(args) -> int:
     out_dir = check_writable_dir(args.out, "--out")  # before the work, not after it
+    if args.plot:
+        import_optional("matplotlib", "--plot")
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device, **model_hints(args))
     if args.plot and loaded.kind == "student":

@@ -138,6 +138,7 @@ def run(args) -> int:
 
     opts = resolve_options(args)
     device = resolve_device(opts["device"])
+    import_optional("matplotlib", "train (it draws OUT/training.png)")  # before the work, not after it
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
         prepare_out(opts)
