@@ -1,6 +1,7 @@
 """Outputs that never lose work (csd_fast.fileio and the CLI around it): atomic writes under a full
 disk, SIGKILL and concurrent writers; the run-folder lock; a non-empty --out; OS and device errors
 in one line (exit 2) before any work is done; --debug."""
+import contextlib
 import errno
 import os
 import signal
@@ -35,6 +36,24 @@ def _cli(*args, timeout=300):
 def _python(code, **kw):
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
+
+
+@contextlib.contextmanager
+def _holding(folder):
+    """Another live process holding the run lock of ``folder``."""
+    holder = _python(f"""
+        import time
+        from csd_fast.fileio import lock_run_dir
+        lock_run_dir({str(folder)!r})
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _dead_pid() -> int:
@@ -147,20 +166,9 @@ def test_two_concurrent_upscales_into_one_folder_write_valid_pngs(student, tmp_p
 
 def test_run_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
     run_dir = tmp_path / "run"
-    holder = _python(f"""
-        import time
-        from csd_fast.fileio import lock_run_dir
-        lock_run_dir({str(run_dir)!r})
-        print("locked", flush=True)
-        time.sleep(60)
-    """)
-    try:
-        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+    with _holding(run_dir) as holder:
         with pytest.raises(RunDirLockedError, match=f"{run_dir}.*PID {holder.pid}"):
             lock_run_dir(run_dir)
-    finally:
-        holder.kill()
-        holder.wait()
     lock_run_dir(run_dir)  # the holder died: its lock is free again
     unlock_run_dir(run_dir)
     (run_dir / LOCK_NAME).write_text(f"{_dead_pid()}\n")  # a lock file left by a dead run
@@ -176,21 +184,10 @@ def hr(tmp_path_factory):
 
 def test_train_refuses_a_folder_another_run_holds(hr, tmp_path):
     out = tmp_path / "run"
-    holder = _python(f"""
-        import time
-        from csd_fast.fileio import lock_run_dir
-        lock_run_dir({str(out)!r})
-        print("locked", flush=True)
-        time.sleep(60)
-    """)
-    try:
-        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+    with _holding(out) as holder:
         start = time.monotonic()
         result = _cli(*tiny_train_args(out, hr, steps=1, resume=True))
         took = time.monotonic() - start
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and f"PID {holder.pid}" in lines[0], result.stderr
@@ -271,3 +268,18 @@ def test_width_outside_the_file_is_refused(tmp_path, capsys):
     _one_error_line(_main(capsys, "upscale", src, "-o", tmp_path / "o", "--model", student, "--width", "0.25"),
                     "upscale", "--width", "exported student")
     assert _main(capsys, "upscale", src, "-o", tmp_path / "o", "--model", student, "--width", "0.5", "--quiet").returncode == 0
+
+
+def test_a_trainer_into_a_folder_another_run_holds_fails_at_once(tmp_path):
+    from csd_fast.losses import ContrastiveLoss
+    from csd_fast.trainer import CSDTrainer
+    from helpers import PairSet, TinyEncoder
+
+    out = tmp_path / "run"
+    with _holding(out) as holder:
+        trainer = CSDTrainer(build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1), width=0.5, neg_num=2,
+                             out_dir=str(out), contrastive=ContrastiveLoss(encoder=TinyEncoder(), weights=(1, 1)),
+                             progress=False)
+        with pytest.raises(RunDirLockedError, match=f"PID {holder.pid}"):
+            trainer.fit(PairSet(), steps=3, batch_size=4)
+    assert not (out / "log.csv").exists() and not (out / "checkpoint.pt").exists()
