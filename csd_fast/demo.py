@@ -69,12 +69,12 @@ def evaluate(methods: dict, images: list) -> tuple[dict, dict]:
     return rows, outputs
 
 
-LABEL_HEIGHT = 22
+LABEL_HEIGHT = 38  # two lines of 13 px text
 
 
 def comparison_png(panels: dict, labels: dict, path: str, crop: int = 160) -> None:
     """Side by side centre crops of equal size, left to right in ``panels`` order, each under a
-    strip holding its label (``labels[name]``, e.g. "student 33.21 dB")."""
+    strip holding its label (``labels[name]``, e.g. "student\nPSNR-Y 33.21 dB")."""
     tiles = []
     for img in panels.values():
         h, w = img.shape[-2:]
@@ -87,7 +87,7 @@ def comparison_png(panels: dict, labels: dict, path: str, crop: int = 160) -> No
     x = 0
     for name, t in zip(panels, tiles):
         label = Image.new("RGB", (t.shape[1], LABEL_HEIGHT), "white")  # text clipped to its own panel
-        ImageDraw.Draw(label).text((3, 4), labels[name], fill="black", font=font)
+        ImageDraw.Draw(label).multiline_text((3, 3), labels[name], fill="black", font=font, spacing=3)
         canvas.paste(label, (x, 0))
         canvas.paste(Image.fromarray(t), (x, LABEL_HEIGHT))
         x += t.shape[1] + 4
@@ -135,9 +135,9 @@ def run_demo(out_dir: str = "runs/demo", minutes: float = 9.0, steps: int = STEP
         rows[name].update(params=model.num_params(w), disk_kb=os.path.getsize(files[name]) / 1024)
     first = test[0][0]
     panels = outputs[first]
-    labels = {name: f"{name} {psnr_y(img[None], panels['HR'][None], crop_border=SCALE):.2f} dB"
+    labels = {name: f"{name}\nPSNR-Y {psnr_y(img[None], panels['HR'][None], crop_border=SCALE):.2f} dB"
               for name, img in panels.items() if name != "HR"}
-    comparison_png(panels, {**labels, "HR": "HR (PSNR-Y on this photo)"}, os.path.join(out_dir, "comparison.png"))
+    comparison_png(panels, {**labels, "HR": "HR\n(reference)"}, os.path.join(out_dir, "comparison.png"))
     result = {
         "scale": SCALE, "width": WIDTH, "steps": trainer.step_count, "held_out": [n for n, _ in test],
         "methods": rows, "student_gain_over_bicubic_db": rows["student"]["psnr_y"] - rows["bicubic"]["psnr_y"],

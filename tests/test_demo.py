@@ -19,7 +19,7 @@ def smooth_images(n, size):
 
 def test_comparison_png_labels_each_panel(tmp_path):
     panels = {"bicubic": torch.zeros(3, 120, 130), "HR": torch.ones(3, 120, 130)}
-    demo.comparison_png(panels, {"bicubic": "bicubic 12.34 dB", "HR": "HR"}, str(tmp_path / "c.png"))
+    demo.comparison_png(panels, {"bicubic": "bicubic\nPSNR-Y 12.34 dB", "HR": "HR"}, str(tmp_path / "c.png"))
     strip = np.asarray(Image.open(tmp_path / "c.png").convert("L"))[: demo.LABEL_HEIGHT].astype(int)
     ink = (strip < 128).sum(0)
     assert ink[:120].sum() > 3 * ink[124:].sum() > 0  # the longer label, over the first panel, has more ink
