@@ -4,7 +4,7 @@
 added only when the installed torch has CUDA and nvcc is found. Install with
 ``pip install --no-build-isolation -e .`` so the extension builds against the installed torch
 (pyproject.toml lists the build requirements for an isolated build and says why not to).
-Extras: ``train`` (matplotlib, pyyaml, scikit-image), ``triton``, ``test``, ``all``.
+Extras: ``train`` (matplotlib, pyyaml, scikit-image), ``triton``, ``onnx``, ``test``, ``all``.
 """
 import glob
 import os
@@ -36,6 +36,7 @@ def _extensions():
 
 ext_modules, cmdclass = _extensions()
 TRAIN_EXTRAS = ["matplotlib>=3.6", "pyyaml>=6.0", "scikit-image>=0.21"]  # imported lazily (csd_fast.optional)
+ONNX_EXTRAS = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17"]
 
 setup(
     name="csd_fast",
@@ -56,8 +57,9 @@ setup(
     extras_require={
         "train": TRAIN_EXTRAS,  # plots, YAML configs, the bundled photographs
         "triton": ["triton>=3.6,<3.10"],
+        "onnx": ONNX_EXTRAS,  # export_onnx; tests check it on ONNX Runtime
         "test": ["pytest>=7", *TRAIN_EXTRAS],
-        "all": [*TRAIN_EXTRAS, "triton>=3.6,<3.10", "pytest>=7"],
+        "all": [*TRAIN_EXTRAS, *ONNX_EXTRAS, "triton>=3.6,<3.10", "pytest>=7"],
     },
     entry_points={"console_scripts": ["csd-fast=csd_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -19,6 +19,7 @@ _EXPORTS = {
     "CSDTrainer": "trainer", "KDTrainer": "kd", "DMMLoss": "kd",
     "DynamicNegatives": "history", "scaled_schedule": "history", "degrade": "degradations",
     "load_student": "student_io", "save_student": "student_io", "load_model": "student_io",
+    "describe_student": "student_io", "StudentDescriptor": "student_io", "export_onnx": "onnx_export",
     "load_teacher": "convert", "load_teacher_state": "convert",
     "self_ensemble": "inference", "tiled_forward": "inference",
     "psnr_y": "metrics", "ssim_y": "metrics",

@@ -67,6 +67,15 @@ def _tile_args(p) -> None:
                    help="LR pixels of context around each tile (default 16)")
 
 
+def _fast_args(p, what: str) -> None:
+    p.add_argument("--fast", action="store_true",
+                   help=f"{what} through csd_fast.accelerate (fused Triton kernels on CUDA, an optimized eager path on CPU)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="with --fast: compute dtype (default: the model's; float16/bfloat16 for speed on GPUs)")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="with --fast: launch the kernels one by one instead of replaying CUDA graphs")
+
+
 def _add_train(sub) -> None:
     S = argparse.SUPPRESS  # unset flags do not override the config file
     p = sub.add_parser(
@@ -156,6 +165,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--strict", action="store_true", help="stop on a corrupt image file instead of skipping it")
     p.add_argument("--out", default="runs/eval", metavar="DIR", help="where eval.csv/json go (default runs/eval)")
     _tile_args(p)
+    _fast_args(p, "run (and time) the networks")
     p.set_defaults(func=_runner("eval"))
 
 
@@ -173,7 +183,7 @@ def _add_upscale(sub) -> None:
     p.add_argument("--width", type=float, default=None,
                    help="for a checkpoint: width to run (default the checkpoint's student width; 1.0 = teacher)")
     _tile_args(p)
-    p.add_argument("--fast", action="store_true", help="run through csd_fast.accelerate (fused kernels on CUDA)")
+    _fast_args(p, "run")
     p.add_argument("--strict", action="store_true",
                    help="stop at an unreadable image file (default: skip it with a warning, exit status 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -186,11 +196,16 @@ def _add_export(sub) -> None:
         description="Cut the student (the first width*C channels of every layer) out of a checkpoint into a standalone\n"
         "model with its own weights, in one safetensors file whose metadata holds its architecture (also written\n"
         "beside it as .json). Load it with csd_fast.load_student(path); no teacher needed.",
-        epilog="example:\n  csd-fast export --model runs/train/checkpoint.pt --width 0.25 -o student.safetensors",
+        epilog="examples:\n  csd-fast export --model runs/train/checkpoint.pt --width 0.25 -o student.safetensors\n"
+        "  csd-fast export --model student.safetensors --format onnx -o student.onnx",
     )
     _model_file_args(p, "checkpoint or teacher")
     p.add_argument("--width", type=float, default=None, help="student width (default: the checkpoint's)")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .safetensors file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .safetensors file (.onnx with --format onnx)")
+    p.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+                   help="safetensors (default; csd_fast.load_student) or onnx (ONNX Runtime, OpenVINO, TensorRT: dynamic "
+                   "height and width; also accepts an exported student; needs pip install 'csd_fast[onnx]')")
+    p.add_argument("--opset", type=int, default=None, help="with --format onnx: ONNX opset (default 18, the lowest supported)")
     p.set_defaults(func=_runner("export"))
 
 

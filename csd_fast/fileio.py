@@ -1,8 +1,9 @@
 """Output files that never lose work: atomic writes and a lock on a run's output folder.
 
-**Atomic writes.** :func:`atomic_write` writes to a temp file in the destination folder, named
-``.csd-tmp-<pid>-<random>-<name>``, flushes and fsyncs it, gives it the usual mode
-(``0o666 & ~umask``; ``mkstemp`` alone would leave 0600) and renames it onto the final name
+**Atomic writes.** :func:`atomic_write` (a file object) and :func:`atomic_path` (a file name, for
+writers that want one) write to a temp file in the destination folder, named
+``.csd-tmp-<pid>-<random>-<name>``, fsync it, give it the usual mode (``0o666 & ~umask``;
+``mkstemp`` alone would leave 0600) and rename it onto the final name
 (``os.replace``, atomic on POSIX within one file system). A reader, a full disk or a killed writer
 therefore sees either the previous file or the new one, never a truncated file under the final
 name; two processes writing the same name leave one complete file. The temp files of killed
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
-    "atomic_write", "atomic_write_bytes", "atomic_write_text", "check_writable_dir",
+    "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "check_writable_dir",
     "lock_run_dir", "unlock_run_dir", "RunDirLockedError", "LOCK_NAME", "TEMP_PREFIX", "is_internal_file",
 ]
 
@@ -68,16 +69,12 @@ def clean_orphans(folder) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "wb"):
-    """``with atomic_write(path) as f: ...`` writes ``path`` atomically (see the module docstring).
-
-    ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8, ``newline=""`` so csv writes its own line ends).
-    Parent folders are created. On any error (including a full disk) the temp file is removed and
-    the previous file at ``path``, if any, is untouched; an ``OSError`` without a file name is
-    re-raised naming ``path``.
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode: expected 'wb' or 'w', got {mode!r}")
+def atomic_path(path):
+    """``with atomic_path(path) as tmp: writer(tmp)`` for writers that need a file name: ``tmp`` is a
+    temp file in ``path``'s folder; when the block ends without error it is fsynced, given the usual
+    mode and renamed onto ``path`` (see the module docstring). On any error (including a full disk)
+    the temp file is removed and the previous file at ``path``, if any, is untouched; an ``OSError``
+    without a file name is re-raised naming ``path``. Parent folders are created."""
     path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,12 +83,14 @@ def atomic_write(path, mode: str = "wb"):
         clean_orphans(folder)
         _cleaned.add(key)
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=f"-{path.name}", dir=folder)
+    os.close(fd)
     try:
-        kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as err:
@@ -101,6 +100,19 @@ def atomic_write(path, mode: str = "wb"):
             raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
         raise
     _fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb"):
+    """``with atomic_write(path) as f: ...`` writes ``path`` atomically through :func:`atomic_path`.
+
+    ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8, ``newline=""`` so csv writes its own line ends).
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode: expected 'wb' or 'w', got {mode!r}")
+    kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .fileio import atomic_write_bytes, atomic_write_text
-from .models import SlimSRModel, model_from_config
+from .models import SlimSRModel, check_width, get_arch, model_from_config
 
 META_KEY = "csd_fast"
 FORMAT = 1
@@ -65,6 +67,19 @@ def save_student(model: SlimSRModel, path, width: float | None = None, source: s
     return path
 
 
+def student_at(model: SlimSRModel, width: float | None) -> SlimSRModel:
+    """The compact student of ``model`` at ``width`` (None or 1.0: ``model`` itself). Refuses another
+    width for an exported student (``model.export(w)`` or ``load_student``): it has only its own."""
+    if width is None:
+        return model
+    width = check_width(width)
+    exported = getattr(model, "export_info", None)
+    if exported is not None and width != 1.0:
+        raise ValueError(f"width: the model is an exported student (cut at width {exported.get('width')} of its "
+                         f"teacher) and runs only at width 1.0, got {width}; pass the full model to run another width")
+    return model if width == 1.0 else model.export(width)
+
+
 def read_student_info(path) -> dict | None:
     """The ``csd_fast`` metadata of a safetensors file, or None when it has none (a foreign file)."""
     from safetensors import safe_open
@@ -93,7 +108,58 @@ def load_student(path, device="cpu") -> SlimSRModel:
                          "the file is corrupt: copy or export it again")
     model = model_from_config(info["arch"], info["config"])
     model.load_state_dict(tensors)
+    if info.get("kind", "student") == "student":  # a teacher file keeps all its widths
+        model.export_info = {"width": info.get("width"), "source": info.get("source")}
     return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class StudentDescriptor:
+    """What a student is and how to run it (as spandrel's model descriptors): ``arch``, ``scale``,
+    ``width`` it was cut at (None: unknown), ``channels`` (feature channels), ``params``, ``dtypes``
+    the fast path runs (``csd_fast.accelerate``), ``tile_overlap``: the receptive-field radius in LR
+    pixels, the overlap that makes tiled inference equal one pass when ``tiling == "exact"``
+    (``"approximate"``: a global operation sees only its tile), and the model ``config``."""
+
+    arch: str
+    scale: int
+    width: float | None
+    channels: int
+    params: int
+    dtypes: tuple
+    tile_overlap: int
+    tiling: str
+    config: dict
+
+
+def describe_student(student) -> StudentDescriptor:
+    """The :class:`StudentDescriptor` of a student file (``save_student``; reads no weights) or model."""
+    if isinstance(student, SlimSRModel):
+        model, width = student, (getattr(student, "export_info", None) or {}).get("width")
+    else:
+        info = read_student_info(student)
+        if info is None:
+            raise ValueError(f"{student}: no {META_KEY!r} metadata; expected a file written by csd_fast.save_student")
+        with torch.device("meta"):
+            model = model_from_config(info["arch"], info["config"])
+        width = info.get("width")
+    arch = get_arch(model.arch, "arch")
+    return StudentDescriptor(
+        arch=model.arch, scale=model.scale, width=width, channels=model.head.out_channels,
+        params=sum(p.numel() for p in model.parameters()), dtypes=arch.dtypes,
+        tile_overlap=math.ceil(_receptive_radius(model)), tiling=arch.tiling, config=dict(model.config),
+    )
+
+
+def _receptive_radius(model: SlimSRModel) -> float:
+    """LR pixels of context one output pixel depends on: ``k // 2`` per conv, divided by the upscaling
+    done before it (the upsampler's stages and the tail run on upscaled features)."""
+    upscaled = {id(model.tail): model.scale}
+    done = 1
+    for conv, f in zip(model.upsampler.convs, model.upsampler.factors):
+        upscaled[id(conv)] = done
+        done *= f
+    return sum((m.kernel_size[0] // 2) / upscaled.get(id(m), 1) for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
 @dataclass

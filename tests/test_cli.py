@@ -217,3 +217,59 @@ def test_train_from_a_foreign_teacher(folders, tmp_path):
     got = load_model(tmp_path / "run" / "checkpoint.pt").model.state_dict()
     for key, value in teacher.state_dict().items():  # training started from the converted teacher
         torch.testing.assert_close(got[key], value, atol=1e-5, rtol=1e-4)
+
+
+def _spy_accelerate(monkeypatch):
+    import csd_fast.fast
+
+    calls, real = [], csd_fast.fast.accelerate
+    monkeypatch.setattr(csd_fast.fast, "accelerate", lambda net, **kw: calls.append(kw) or real(net, **kw))
+    return calls
+
+
+def test_upscale_fast_options(trained, tmp_path, monkeypatch, capsys):
+    """--dtype, --no-cuda-graphs and the tile reach accelerate (issue 10 item 13, issue 11 item 4)."""
+    src = _inputs(tmp_path / "in")
+    ckpt = str(trained / "checkpoint.pt")
+    calls = _spy_accelerate(monkeypatch)
+    assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / "e.png"), "--model", ckpt, "--quiet"]) == 0
+    assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / "b.png"), "--model", ckpt, "--quiet", "--fast",
+                 "--dtype", "bfloat16", "--no-cuda-graphs", "--tile", "4", "--tile-overlap", "8"]) == 0
+    assert calls == [dict(dtype=torch.bfloat16, cuda_graphs=False, tile=4, tile_overlap=8)]
+    diff = (load_image(tmp_path / "b.png") - load_image(tmp_path / "e.png")).abs()
+    assert diff.max() <= 8 / 255 and diff.mean() <= 1 / 255  # bf16 activations
+    for flag in (["--dtype", "float16"], ["--no-cuda-graphs"]):
+        assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / "x.png"), "--model", ckpt, *flag]) == 2
+        assert f"{flag[0]}: only applies with --fast" in capsys.readouterr().err
+
+
+def test_eval_fast_times_the_fast_path(trained, tmp_path, monkeypatch, capsys):
+    calls = _spy_accelerate(monkeypatch)
+    out = tmp_path / "ev"
+    args = ["eval", "--model", str(trained / "checkpoint.pt"), "--data", str(tmp_path / "val"), "--out", str(out)]
+    make_folder(tmp_path / "val", "test", n=1, size=16)
+    assert main(args) == 0
+    plain = json.loads((out / "eval.json").read_text())
+    assert main(args + ["--fast", "--dtype", "float32"]) == 0
+    assert "fast path: eager backend, torch.float32" in capsys.readouterr().out
+    fast = json.loads((out / "eval.json").read_text())
+    assert len(calls) == 2 and all(c["dtype"] == torch.float32 for c in calls)  # teacher and student
+    assert [r["model"] for r in fast] == [r["model"] for r in plain]
+    for a, b in zip(fast, plain):
+        assert abs(a["psnr"] - b["psnr"]) < 1e-3 and a["ms"] > 0
+
+
+def test_export_onnx(trained, tmp_path, capsys):
+    ckpt = str(trained / "checkpoint.pt")
+    assert main(["export", "--model", ckpt, "-o", str(tmp_path / "s.safetensors"), "--opset", "18"]) == 2
+    assert "--opset: only applies with --format onnx" in capsys.readouterr().err
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'csd_fast[onnx]')")
+    pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install 'csd_fast[onnx]')")
+    assert main(["export", "--model", ckpt, "-o", str(tmp_path / "s.safetensors")]) == 0
+    assert main(["export", "--model", str(tmp_path / "s.safetensors"), "--format", "onnx", "-o", str(tmp_path / "s.onnx")]) == 0
+    assert "dynamic batch, height and width" in capsys.readouterr().out
+    student = load_student(tmp_path / "s.safetensors")
+    x = torch.rand(1, 3, 7, 9)
+    session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(session.run(None, {"lr": x.numpy()})[0]), student(x), atol=1e-5, rtol=1e-5)

@@ -117,3 +117,40 @@ def test_teacher_file_is_a_teacher(tmp_path):
 
     assert main(["export", "--model", str(path), "-o", str(tmp_path / "cut.safetensors")]) == 0
     assert load_student(tmp_path / "cut.safetensors").config == teacher.export(0.25).config
+    from csd_fast import accelerate  # all its widths stay available in Python too
+
+    with torch.no_grad():
+        torch.testing.assert_close(accelerate(load_student(path), width=0.5)(x), teacher(x, 0.5), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch, over, tiling, radius", [
+    ("edsr", dict(n_feats=16, n_resblocks=1), "exact", 6),  # head 1 + block 2 + body 1 + up 1 + 1/2 + tail 1/4
+    ("carn", dict(n_feats=8), "exact", 21),  # head 1 + 9 units x 2 + up 1 + 1/2 + tail 1/4 (fusions are 1x1)
+    ("rcan", dict(n_feats=16, n_resgroups=1, n_resblocks=1, reduction=4), "approximate", 7),  # 1 + 2 + 1 + 1 + 1.75
+])
+def test_describe_student(arch, over, tiling, radius, tmp_path):
+    """The descriptor (issue 10 item 11), read from the file's metadata alone, and its tiling hint:
+    tiles with ``tile_overlap`` pixels of context give the one-pass result (EDSR: one pixel less
+    does not; CARN's far context is too faint through 20 layers of random weights to show)."""
+    from csd_fast import accelerate, describe_student
+
+    teacher = build_model(arch, scale=4, preset=None, **over)
+    for p in teacher.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    student = teacher.export(0.5)
+    path = save_student(student, tmp_path / "s.safetensors", width=0.5)
+    d = describe_student(path)
+    assert d == describe_student(load_student(path)) == describe_student(student)
+    assert (d.arch, d.scale, d.width, d.channels, d.tiling, d.tile_overlap) == (arch, 4, 0.5, over["n_feats"] // 2, tiling, radius)
+    assert d.params == teacher.num_params(0.5) and torch.bfloat16 in d.dtypes
+    if tiling == "exact":
+        x = torch.rand(1, 3, 2 * d.tile_overlap + 11, 2 * d.tile_overlap + 7)  # windows smaller than the image
+        one = accelerate(student)(x)
+        torch.testing.assert_close(accelerate(student, tile=4, tile_overlap=d.tile_overlap)(x), one, atol=1e-5, rtol=1e-5)
+        if arch == "edsr":
+            assert not torch.allclose(accelerate(student, tile=4, tile_overlap=d.tile_overlap - 1)(x), one, atol=1e-5)
+    with pytest.raises(ValueError, match="width: the model is an exported student"):
+        accelerate(load_student(path), width=0.5)
+    with pytest.raises(ValueError, match="no 'csd_fast' metadata"):
+        save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
+        describe_student(tmp_path / "foreign.safetensors")

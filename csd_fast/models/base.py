@@ -76,6 +76,7 @@ class SlimSRModel(nn.Module):
                 dst.bias.copy_(b)
         for name, buf in self.named_buffers():
             compact.get_buffer(name).copy_(buf)
+        compact.export_info = {"width": width}  # an exported student: accelerate/eval refuse other widths
         return compact.train(self.training)
 
     def num_params(self, width: float = 1.0) -> int:

@@ -28,7 +28,9 @@ class Architecture:
     ``formats``: the :class:`~csd_fast.models.formats.CheckpointFormat` of each foreign code base
     whose checkpoints load into it; ``plan``: the fast path, a class ``plan(student, backend)``
     with ``run(x, out)`` over the backend protocol of ``csd_fast.backends`` (None: no fast path);
-    ``dtypes``: the compute dtypes of that plan.
+    ``dtypes``: the compute dtypes of that plan; ``tiling``: ``"exact"`` when tiles with an overlap of
+    the receptive field give the one-pass result, ``"approximate"`` when a global operation sees only
+    its tile (RCAN's channel attention).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Architecture:
     formats: tuple = ()
     plan: Optional[Callable[..., Any]] = None
     dtypes: tuple = ()
+    tiling: str = "exact"
 
 
 _REGISTRY: dict[str, Architecture] = {}
