@@ -124,6 +124,12 @@ def _add_train(sub) -> None:
     g.add_argument("--patch", type=int, default=S, help="HR patch side (default 48*scale, the paper's 48 LR pixels)")
     g.add_argument("--max-side", type=int, default=S, help="shrink bundled photos to this longer side (faster)")
     g.add_argument("--strict", action="store_true", default=S, help="stop on a corrupt image file instead of skipping it")
+    g.add_argument("--workers", type=int, default=S,
+                   help="DataLoader worker processes reading the training images (default 0; the batches do not depend on it)")
+    g.add_argument("--lazy-decode", action="store_true", default=S,
+                   help="decode training files per item instead of holding them decoded in memory (for sets larger than RAM)")
+    g.add_argument("--cache-dir", metavar="DIR", default=S,
+                   help="decode each training file once into DIR (uint8 .npy, memory-mapped per patch) instead of holding them in memory")
     g = p.add_argument_group("optimization and output")
     g.add_argument("--steps", type=int, default=S, help=f"optimizer steps (default {TRAIN['steps']})")
     g.add_argument("--batch", type=int, default=S, help=f"global batch size (default {TRAIN['batch']})")

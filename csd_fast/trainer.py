@@ -8,8 +8,9 @@ One shared model; each step runs the teacher ``T = model(lr, 1.0)`` and the stud
 The L1 terms are measured in 8-bit units (``pixel_range=255``), as the official code trains on
 [0, 255] images: that is the balance lambda_c = 200 was tuned for (CL is a ratio, unchanged by
 the pixel range). Images in the API stay in [0, 1]. Optimized with Adam (lr 1e-4, betas 0.9/0.999, eps 1e-8) and a step decay (x0.5). Every step is
-seeded from ``(seed, step)``, so a run resumed from a checkpoint draws the same batches and
-negatives as an uninterrupted one.
+seeded from ``(seed, step)`` and batches come from ``csd_fast.data.loader.batches`` (epochs
+without replacement, items seeded by their position in the run), so a run resumed from a
+checkpoint draws the same batches and negatives as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, load_checkpoint
+from .data import loader
 from .fileio import atomic_write, lock_run_dir
 from .history import DynamicNegatives
 from .losses import ContrastiveLoss
@@ -214,22 +216,6 @@ class CSDTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    # ----------------------------------------------------------------- data
-    def _batch(self, dataset, batch_size: int) -> tuple[Tensor, Tensor]:
-        """This rank's share of the global batch of step ``step_count + 1``. The indices are seeded by
-        the step and each item's random crop/flips by (step, its position in the global batch), so
-        the global batch is the same for any number of ranks."""
-        step_seed = _step_seed(self.seed, self.step_count + 1)
-        torch.manual_seed(step_seed)
-        idx = torch.randint(len(dataset), (batch_size,)).tolist()
-        pairs = []
-        for pos in range(self.rank, batch_size, self.world):
-            torch.manual_seed(_step_seed(step_seed, pos))
-            pairs.append(dataset[idx[pos]])
-        lr = torch.stack([p[0] for p in pairs])
-        hr = torch.stack([p[1] for p in pairs])
-        return lr, hr
-
     # ----------------------------------------------------------------- loop
     def fit(
         self,
@@ -239,11 +225,13 @@ class CSDTrainer:
         batch_size: int = 16,
         resume: bool = False,
         max_minutes: float | None = None,
+        num_workers: int = 0,
     ) -> list[dict]:
         """Train until ``steps`` optimizer steps (or ``max_minutes``); returns the log history.
 
         ``train_set[i]`` gives ``(lr [3,h,w], hr [3,sh,sw])``. With ``resume=True`` and a checkpoint
-        in ``out_dir``, training continues from its step.
+        in ``out_dir``, training continues from its step. ``num_workers``: DataLoader worker
+        processes reading ``train_set`` (0: this process); the batches do not depend on it.
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
@@ -255,11 +243,14 @@ class CSDTrainer:
         self.lr_step_size = self.lr_step or max(1, steps // 2)
         if resume:
             self.resume()
+        batches = loader.batches(train_set, batch_size, self.seed, self.step_count, num_workers, self.world, self.rank)
         start = time.monotonic()
         val_every = self.val_every or max(1, steps // 4)
         with tqdm(total=steps, initial=self.step_count, disable=not (self.progress and self.is_main), desc="CSD") as bar:
             while self.step_count < steps:
-                terms = self.train_step(*self._batch(train_set, batch_size))
+                lr, hr = next(batches)
+                torch.manual_seed(_step_seed(self.seed, self.step_count + 1))  # this step's negatives and noise
+                terms = self.train_step(lr, hr)
                 record = {"step": self.step_count, "lr": self.optimizer.param_groups[0]["lr"], **terms}
                 if val_set is not None and (self.step_count % val_every == 0 or self.step_count == steps):
                     record.update(self.validate(val_set))

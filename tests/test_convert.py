@@ -1,12 +1,16 @@
 """Foreign checkpoints: fake state dicts with the real key names of each code base, built by hand from
 our own model's weights (inverse pixel-range scaling included), must load back to the same function."""
 import re
+import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from csd_fast.convert import canonicalize, detect_format, load_teacher, load_teacher_state
-from csd_fast.models import build_model
+from csd_fast.cli import main
+from csd_fast.data import bundled_images, save_image
+from csd_fast.models import SlimCARN, build_model
 
 MEAN = (0.45, 0.43, 0.41)
 
@@ -49,6 +53,78 @@ def csd_official_state(m, rng=255.0):
         k = k.replace("upsampler.convs.", "upsampler.blocks.").replace("tail.", "tail_conv.")
         out["module." + k] = v * rng if k.endswith("bias") else v.clone()
     return out
+
+
+def official_trainer_file(module_state):
+    """What the official CSD trainer's ``torch.save`` writes (slim_contrast_trainer.py)."""
+    return {"epoch": 7, "model_state_dict": module_state,
+            "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "params": [0, 1]}]},
+            "best_psnr": 31.25, "best_psnr_epoch": 5}
+
+
+def _rcan_scaled(k, v, rng):
+    """Our [0, 1] RCAN tensor on the ``rng`` pixel range (the attention's up conv takes weight / range)."""
+    if ".ca.up." in k:
+        return v / rng if k.endswith("weight") else v.clone()
+    return v * rng if k.endswith("bias") else v.clone()
+
+
+def rcan_original_state(m, rng=255.0):
+    """yulunzhang/RCAN (model/rcan.py): head.0, body.G.body.B.body.{0,2} (RCAB convs), body.G.body.B.body.3.conv_du.{0,2}
+    (attention), body.G.body.<n_resblocks> (group conv), body.<n_resgroups>, tail.0.<2k>, tail.1, sub_mean/add_mean."""
+    g, b = m.config["n_resgroups"], m.config["n_resblocks"]
+    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
+    for k, v in m.state_dict().items():
+        if k == "mean_shift.mean":
+            continue
+        v = _rcan_scaled(k, v, rng)
+        k = re.sub(r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.body.\2.", k)
+        k = k.replace(".conv1.", ".body.0.").replace(".conv2.", ".body.2.")
+        k = k.replace(".ca.down.", ".body.3.conv_du.0.").replace(".ca.up.", ".body.3.conv_du.2.")
+        k = re.sub(r"^groups\.(\d+)\.conv\.", lambda mm: f"body.{mm[1]}.body.{b}.", k)
+        k = re.sub(r"^head\.", "head.0.", k)
+        k = re.sub(r"^body_conv\.", f"body.{g}.", k)
+        k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"tail.0.{2 * int(mm[1])}.", k)
+        k = re.sub(r"^tail\.(weight|bias)", r"tail.1.\1", k)
+        out[k] = v
+    return out
+
+
+def csd_official_rcan_state(m, rng=255.0):
+    """Official CSD RCAN (model/rcan.py) in its trainer's file: head_conv, body.G.body.B.body.{0,1},
+    body.G.body.B.caLayer.conv_du.{0,1}, body.G.conv, body_conv, upsampler.blocks.K, tail_conv, module. prefix."""
+    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
+    for k, v in m.state_dict().items():
+        if k == "mean_shift.mean":
+            continue
+        v = _rcan_scaled(k, v, rng)
+        k = re.sub(r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.body.\2.", k)
+        k = k.replace(".conv1.", ".body.0.").replace(".conv2.", ".body.1.")
+        k = k.replace(".ca.down.", ".caLayer.conv_du.0.").replace(".ca.up.", ".caLayer.conv_du.1.")
+        k = re.sub(r"^groups\.(\d+)\.conv\.", r"body.\1.conv.", k)
+        k = re.sub(r"^head\.", "head_conv.", k)
+        k = k.replace("upsampler.convs.", "upsampler.blocks.")
+        k = re.sub(r"^tail\.", "tail_conv.", k)
+        out[k] = v
+    return official_trainer_file({"module." + k: v for k, v in out.items()})
+
+
+def csd_official_carn_state(m, rng=255.0):
+    """Official CSD CARN (model/carn.py) in its trainer's file: entry, bI.bJ.conv1/2, bI.cJ.conv, cJ.conv,
+    upsample.blocks.K, exit, sub_mean/add_mean, module. prefix."""
+    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
+    for k, v in m.state_dict().items():
+        if k == "mean_shift.mean":
+            continue
+        v = v * rng if k.endswith("bias") else v.clone()
+        k = re.sub(r"^head\.", "entry.", k)
+        k = re.sub(r"^tail\.", "exit.", k)
+        k = re.sub(r"^body\.units\.(\d)\.units\.(\d)\.", lambda mm: f"b{int(mm[1]) + 1}.b{int(mm[2]) + 1}.", k)
+        k = re.sub(r"^body\.units\.(\d)\.fuse\.(\d)\.", lambda mm: f"b{int(mm[1]) + 1}.c{int(mm[2]) + 1}.conv.", k)
+        k = re.sub(r"^body\.fuse\.(\d)\.", lambda mm: f"c{int(mm[1]) + 1}.conv.", k)
+        k = k.replace("upsampler.convs.", "upsample.blocks.")
+        out[k] = v
+    return official_trainer_file({"module." + k: v for k, v in out.items()})
 
 
 def basicsr_edsr_state(m):
@@ -111,7 +187,8 @@ def carn_official_state(m, multi_scale=False):
 CASES = {
     "edsr-pytorch": (lambda: build_model("edsr", 4, preset=None, n_feats=8, n_resblocks=3, res_scale=1.0, rgb_mean=MEAN),
                      edsr_pytorch_state, ["head.0.weight", "body.2.body.2.bias", "body.3.weight", "tail.0.2.weight", "tail.1.bias", "sub_mean.bias"]),
-    "csd-official": (lambda: build_model("edsr", 3, preset=None, n_feats=8, n_resblocks=2, res_scale=1.0, rgb_mean=MEAN),
+    # res_scale 0.1: the official CSD default, guessed for its files whatever the width
+    "csd-official": (lambda: build_model("edsr", 3, preset=None, n_feats=8, n_resblocks=2, res_scale=0.1, rgb_mean=MEAN),
                      csd_official_state, ["module.head.weight", "module.body.1.conv2.weight", "module.body_conv.bias",
                                           "module.upsampler.blocks.0.weight", "module.tail_conv.weight"]),
     "basicsr-edsr": (lambda: build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=2, res_scale=1.0),
@@ -121,6 +198,18 @@ CASES = {
                                           "body.0.residual_group.1.rcab.3.attention.3.bias", "body.1.conv.weight", "upsample.2.weight", "conv_last.weight"]),
     "carn-official": (lambda: build_model("carn", 2, preset=None, n_feats=8, rgb_mean=MEAN), carn_official_state,
                       ["entry.weight", "b1.b1.body.0.weight", "b3.b3.body.2.bias", "b2.c3.body.0.weight", "c1.body.0.weight", "upsample.up.body.0.weight", "exit.bias"]),
+    "rcan-original": (lambda: build_model("rcan", 4, preset=None, n_feats=8, n_resgroups=2, n_resblocks=2, reduction=4, rgb_mean=MEAN),
+                      rcan_original_state, ["head.0.weight", "body.1.body.1.body.0.weight", "body.0.body.1.body.2.bias",
+                                            "body.1.body.0.body.3.conv_du.0.weight", "body.0.body.0.body.3.conv_du.2.bias",
+                                            "body.1.body.2.weight", "body.2.bias", "tail.0.2.weight", "tail.1.weight"]),
+    "csd-official-rcan": (lambda: build_model("rcan", 2, preset=None, n_feats=8, n_resgroups=2, n_resblocks=2, reduction=4, rgb_mean=MEAN),
+                          csd_official_rcan_state, ["module.head_conv.weight", "module.body.1.body.1.body.1.bias",
+                                                    "module.body.0.body.1.caLayer.conv_du.0.weight", "module.body.1.body.0.caLayer.conv_du.1.bias",
+                                                    "module.body.1.conv.weight", "module.body_conv.bias", "module.upsampler.blocks.0.weight",
+                                                    "module.tail_conv.weight", "module.add_mean.bias"]),
+    "csd-official-carn": (lambda: build_model("carn-csd", 4, preset=None, n_feats=8, rgb_mean=MEAN), csd_official_carn_state,
+                          ["module.entry.weight", "module.b1.b1.conv1.weight", "module.b3.b3.conv2.bias", "module.b2.c3.conv.weight",
+                           "module.c1.conv.weight", "module.upsample.blocks.1.weight", "module.exit.bias", "module.sub_mean.bias"]),
 }
 
 
@@ -134,7 +223,7 @@ def test_foreign_state_loads_to_identical_outputs(fmt, tmp_path):
     make, to_foreign, real_keys = CASES[fmt]
     ours = _randomized(make())
     foreign = to_foreign(ours)
-    flat = foreign["params_ema"] if "params_ema" in foreign else foreign.get("params", foreign)
+    flat = next((foreign[k] for k in ("params_ema", "model_state_dict") if k in foreign), foreign.get("params", foreign))
     assert set(real_keys) <= set(flat), "the fake state dict must carry the real code base's key names"
     assert detect_format(_flat(foreign)) == fmt
     path = tmp_path / "foreign.pth"
@@ -186,8 +275,6 @@ def test_mismatches_are_named():
 def test_unknown_and_wrapped_inputs():
     with pytest.raises(ValueError, match="unrecognized architecture"):
         load_teacher_state({"conv.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match="official-CSD CARN; not supported"):
-        load_teacher_state({"entry.weight": torch.zeros(1), "upsample.blocks.0.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="found no tensors"):
         canonicalize({"epoch": 3, "optimizer": {}})
     sd = canonicalize({"state_dict": {"module.module.a": torch.zeros(1)}})
@@ -198,3 +285,92 @@ def test_scale_hint_must_agree():
     foreign = edsr_pytorch_state(build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1))
     with pytest.raises(ValueError, match="scale: .* is a x2"):
         load_teacher_state(foreign, scale=4)
+
+
+def test_guessed_hyperparameters_are_warned_and_official_csd_res_scale_is_0_1():
+    small = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1)
+    with pytest.warns(UserWarning) as record:
+        arch, config, _, fmt = load_teacher_state(csd_official_state(small), source="csd.pt")
+    assert fmt == "csd-official" and config["res_scale"] == 0.1  # whatever the width
+    msg = str(record[0].message)
+    assert "csd.pt" in msg and "res_scale=0.1" in msg and "rgb_range=255" in msg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing guessed: no warning
+        assert load_teacher_state(csd_official_state(small), res_scale=1.0, rgb_range=255)[1]["res_scale"] == 1.0
+    with pytest.warns(UserWarning, match=r"rgb_mean=\(0.4488.*img_range=255"):
+        load_teacher_state(basicsr_edsr_state(small), res_scale=1.0)
+    with pytest.warns(UserWarning, match=r"rgb_range=255 .*res_scale=1 "):
+        load_teacher_state(edsr_pytorch_state(small))
+
+
+def _official_csd_carn_forward(sd, x, w, rng=255.0):
+    """The official CSD CARN forward (PyTorch version/model/carn.py + model/common.py), restated on
+    its state dict: [0, 255] images, every conv sliced to ``int(channels * w)`` outputs and inputs
+    (the 1x1 fusions: a prefix of the concatenation), no ReLU after the residual add, none in the
+    upsampler (``weight[:4 * int(w * C), :int(w * C)]`` per x2 stage)."""
+    sd = canonicalize(sd)
+
+    def conv(t, key, keep_in=False, keep_out=False):
+        weight, bias = sd[key + ".weight"], sd[key + ".bias"]
+        o = weight.shape[0] if keep_out else int(weight.shape[0] * w)
+        i = weight.shape[1] if keep_in else int(weight.shape[1] * w)
+        return F.conv2d(t, weight[:o, :i], bias[:o], padding=weight.shape[-1] // 2)
+
+    def residual(t, p):
+        return t + conv(torch.relu(conv(t, p + ".conv1")), p + ".conv2")
+
+    def cascade(t, p, unit):
+        cat, out = t, t
+        for i in (1, 2, 3):
+            cat = torch.cat([cat, unit(out, f"{p}b{i}")], 1)
+            out = torch.relu(conv(cat, f"{p}c{i}.conv"))
+        return out
+
+    x = F.conv2d(x * rng, sd["sub_mean.weight"], sd["sub_mean.bias"])
+    h = conv(x, "entry", keep_in=True)
+    h = cascade(h, "", lambda t, p: cascade(t, p + ".", residual))
+    c = int(w * sd["entry.weight"].shape[0])
+    k = 0
+    while f"upsample.blocks.{k}.weight" in sd:
+        weight, bias = sd[f"upsample.blocks.{k}.weight"], sd[f"upsample.blocks.{k}.bias"]
+        h = F.pixel_shuffle(F.conv2d(h, weight[:4 * c, :c], bias[:4 * c], padding=1), 2)
+        k += 1
+    out = conv(h, "exit", keep_out=True)
+    return F.conv2d(out, sd["add_mean.weight"], sd["add_mean.bias"]) / rng
+
+
+@torch.no_grad()
+def test_carn_csd_variant_reproduces_the_official_csd_carn():
+    torch.manual_seed(3)
+    source = _randomized(build_model("carn-csd", 4, preset=None, n_feats=8, rgb_mean=MEAN))
+    official = csd_official_carn_state(source)
+    model, fmt = load_teacher(official)
+    assert fmt == "csd-official-carn" and model.arch == "carn-csd"
+    x = torch.rand(2, 3, 7, 6)
+    for w in (1.0, 0.5, 0.25):
+        torch.testing.assert_close(model(x, w), _official_csd_carn_forward(official, x, w), atol=2e-5, rtol=1e-4)
+    corrected = SlimCARN(scale=4, n_feats=8, rgb_mean=MEAN)
+    corrected.load_state_dict(model.state_dict())  # same weights, the corrected variant's function
+    assert not torch.allclose(corrected(x), model(x), atol=1e-3)
+    student = model.export(0.5)
+    assert student.arch == "carn-csd" and student.config["n_feats"] == 4
+    torch.testing.assert_close(student(x), model(x, 0.5), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="width: 0.3 slices the official CSD CARN"):  # int(0.3 * 16) = 4 != 2 * int(0.3 * 8)
+        model(x, 0.3)
+
+
+def test_official_trainer_file_loads_through_load_teacher_and_the_cli(tmp_path, capsys):
+    source = _randomized(build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=2, res_scale=0.1))
+    path = tmp_path / "edsr_x2_csd.pth"
+    torch.save(official_trainer_file(csd_official_state(source)), path)
+    with pytest.warns(UserWarning, match="res_scale=0.1"):
+        model, fmt = load_teacher(path)
+    x = torch.rand(1, 3, 9, 8)
+    assert fmt == "csd-official"
+    torch.testing.assert_close(model.eval()(x), source(x), atol=2e-5, rtol=1e-4)
+    data = tmp_path / "val"
+    for name, img in bundled_images("test", max_side=32)[:2]:
+        save_image(img, data / f"{name}.png")
+    with pytest.warns(UserWarning, match="res_scale=0.1"):
+        assert main(["eval", "--model", str(path), "--data", str(data), "--out", str(tmp_path / "ev")]) == 0
+    assert "teacher" in capsys.readouterr().out

@@ -8,6 +8,7 @@ from PIL import Image, ImageCms
 
 from csd_fast.cli import main
 from csd_fast.data import load_image
+from csd_fast.data.io import image_size, load_image_uint8
 from csd_fast.models import build_model
 from csd_fast.student_io import load_student, save_student
 
@@ -32,7 +33,8 @@ def test_exif_orientation_is_applied(tmp_path):
     Image.fromarray(arr).save(tmp_path / "phone.png", exif=exif)
     img = load_image(tmp_path / "phone.png")
     expected = np.rot90(arr, k=-1)  # clockwise
-    assert img.shape == (3, 4, 6)
+    assert img.shape == (3, 4, 6) and image_size(tmp_path / "phone.png") == (4, 6)  # the header size, turned too
+    torch.testing.assert_close(load_image_uint8(tmp_path / "phone.png"), torch.from_numpy(expected.transpose(2, 0, 1).copy()))
     torch.testing.assert_close(img, torch.from_numpy(expected.transpose(2, 0, 1).copy()).float() / 255)
 
 

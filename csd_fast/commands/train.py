@@ -25,7 +25,7 @@ DEFAULTS = dict(
     neg_num=None, negatives="official", lambda_t=1.0, lambda_c=None, reduction="batch",
     lr=1e-4, lr_step=None, steps=300_000, batch=16, patch=None, max_minutes=None,
     train_hr=None, train_lr=None, div2k=None, bundled=False, max_side=None, strict=False,
-    val=[], data_root=None, val_every=None, checkpoint_every=500,
+    val=[], data_root=None, val_every=None, checkpoint_every=500, workers=0, lazy_decode=False, cache_dir=None,
     device="auto", out="runs/train", resume=False, overwrite=False, vgg_weights=None, seed=0, quiet=False,
 )
 BUNDLED_DEFAULTS = dict(preset="demo", steps=2000)
@@ -88,11 +88,12 @@ def _train_set(opts, scale: int):
     patch = opts["patch"] or 48 * scale
     if opts["bundled"]:
         return PatchDataset([hr for _, hr in bundled_images("train", max_side=opts["max_side"])], scale, patch)
+    files = dict(cache=opts["cache_dir"] or not opts["lazy_decode"], strict=opts["strict"], progress=not opts["quiet"])
     if opts["div2k"]:
-        return DIV2K(opts["div2k"], "train", scale, patch, strict=opts["strict"], progress=not opts["quiet"])
+        return DIV2K(opts["div2k"], "train", scale, patch, **files)
     if opts["train_lr"]:
-        return PairedFolder(opts["train_hr"], opts["train_lr"], scale, patch, strict=opts["strict"], progress=not opts["quiet"])
-    return HRFolder(opts["train_hr"], scale, patch, strict=opts["strict"], progress=not opts["quiet"])
+        return PairedFolder(opts["train_hr"], opts["train_lr"], scale, patch, **files)
+    return HRFolder(opts["train_hr"], scale, patch, **files)
 
 
 def _model(opts, device):
@@ -175,7 +176,7 @@ def _train(opts, device) -> None:
         val_every=opts["val_every"], seed=opts["seed"], progress=not opts["quiet"],
     )
     trainer.fit(train_set, steps=opts["steps"], val_set=val_set, batch_size=opts["batch"], resume=opts["resume"],
-                max_minutes=opts["max_minutes"])
+                max_minutes=opts["max_minutes"], num_workers=opts["workers"])
     if not trainer.is_main:
         return
     out = Path(opts["out"])

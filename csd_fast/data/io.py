@@ -16,13 +16,16 @@ from PIL import Image, ImageOps
 
 from ..fileio import atomic_write
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "open_image", "load_image", "pil_to_tensor", "save_image", "write_pil",
-           "icc_profile_for", "list_images", "to_uint8"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "ImageReadError", "open_image", "load_image", "load_image_uint8", "pil_to_tensor", "image_size",
+    "save_image", "write_pil", "icc_profile_for", "list_images", "to_uint8",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 # JPEG without chroma subsampling (4:2:0 would average the colours of each 2x2 block: visibly wrong
 # colours on small images and fine detail); WebP lossless (lossy WebP always subsamples chroma).
 SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
@@ -37,15 +40,19 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
     return img.detach().clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def _decode(im: Image.Image) -> np.ndarray:
-    """HxWx3 float32 array on [0, 1] from a loaded Pillow image."""
+def _decode(im: Image.Image, uint8: bool) -> np.ndarray:
+    """HxWx3 array from a loaded Pillow image: float32 on [0, 1], or its ``to_uint8`` when ``uint8``
+    (8-bit files are then read as they are, with no float pass)."""
     if im.mode in _SIXTEEN_BIT_MODES:  # 16-bit greyscale (Pillow opens 16-bit PNGs as I;16 or I)
-        grey = np.asarray(im, dtype=np.float32) / 65535.0
-        return np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2)
+        grey = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0, 1)
+        if uint8:
+            grey = np.round(grey * 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
     if im.mode == "F":
         raise ImageReadError(f"cannot read image file {im.filename}: float mode 'F' has no known range")
     # RGBA/LA/PA: alpha dropped (not composited); L/1/P/CMYK/YCbCr: converted to RGB
-    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    rgb = np.array(im.convert("RGB"))  # a writable copy (Pillow's buffer is read-only)
+    return rgb if uint8 else rgb.astype(np.float32) / 255.0
 
 
 def open_image(path) -> Image.Image:
@@ -70,12 +77,33 @@ def load_image(path) -> torch.Tensor:
     Raises :class:`ImageReadError` (a ``ValueError``) naming the file when it is missing,
     unreadable, corrupt or truncated.
     """
-    return pil_to_tensor(open_image(path))
+    return pil_to_tensor(open_image(path)).contiguous()
 
 
-def pil_to_tensor(im: Image.Image) -> torch.Tensor:
-    """A decoded Pillow image as float32 RGB ``[3,H,W]`` in [0, 1] (the rules of :func:`load_image`)."""
-    return torch.from_numpy(np.ascontiguousarray(_decode(im).transpose(2, 0, 1)))
+def load_image_uint8(path) -> torch.Tensor:
+    """``to_uint8(load_image(path))`` without the float pass: uint8 RGB ``[3,H,W]`` (a view of
+    H x W x 3 memory). 8-bit files give their stored values."""
+    return pil_to_tensor(open_image(path), uint8=True)
+
+
+def pil_to_tensor(im: Image.Image, uint8: bool = False) -> torch.Tensor:
+    """A decoded Pillow image as RGB ``[3,H,W]`` (a view of H x W x 3 memory): float32 in [0, 1],
+    or uint8 with ``uint8`` (the rules of :func:`load_image`)."""
+    return torch.from_numpy(_decode(im, uint8)).permute(2, 0, 1)
+
+
+def image_size(path) -> tuple[int, int]:
+    """``(H, W)`` of an image file as :func:`load_image` returns it (EXIF orientation applied), from
+    its header, without decoding the pixels. Raises :class:`ImageReadError` naming the file when it
+    is missing or not an image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(_ORIENTATION) in (5, 6, 7, 8)  # a quarter turn swaps the sides
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"cannot read image file {path}: {e}") from e
+    return (w, h) if turned else (h, w)
 
 
 def icc_profile_for(im: Image.Image, grey: bool, source) -> bytes | None:

@@ -8,10 +8,10 @@ from .registry import (
 from .slim import SlimConv2d, SlimUpsampler, check_width, slim_channels, upsample_factors
 from .edsr import SlimEDSR  # noqa: E402  (each architecture registers itself on import)
 from .rcan import SlimRCAN  # noqa: E402
-from .carn import SlimCARN  # noqa: E402
+from .carn import SlimCARN, SlimCARNCSD  # noqa: E402
 
 __all__ = [
-    "SlimSRModel", "SlimEDSR", "SlimRCAN", "SlimCARN", "SlimConv2d", "SlimUpsampler",
+    "SlimSRModel", "SlimEDSR", "SlimRCAN", "SlimCARN", "SlimCARNCSD", "SlimConv2d", "SlimUpsampler",
     "build_model", "model_from_config", "model_names", "register_model", "register_arch", "get_arch",
     "architectures", "Architecture", "PRESETS", "check_lr_input", "check_width", "slim_channels", "upsample_factors",
 ]
