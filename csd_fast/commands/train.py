@@ -34,7 +34,6 @@ RUN_FILES = ("checkpoint.pt", "log.csv", "training.png", "student.safetensors", 
 
 def load_config(path) -> dict:
     """A YAML (.yaml/.yml) or JSON config as a dict of known option names."""
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--config: {str(path)!r} is not a file")
@@ -124,6 +123,7 @@ def prepare_out(opts) -> Path:
             else:
                 (out / name).unlink()
     elif found and not opts["resume"]:
+        unlock_run_dir(out)
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
         raise ValueError(f"--out: {out} is not empty ({shown}); pass --resume to continue the run there, "
                          "--overwrite to replace it, or choose another folder")
