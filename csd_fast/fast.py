@@ -22,11 +22,11 @@ A FastStudent is a drop-in ``nn.Module`` (parameters, ``state_dict``, ``.to()``;
 needs ``TRITON_INTERPRET=1`` (set before ``csd_fast.kernels`` is first imported).
 
 Dtypes (``SUPPORTED_DTYPES``, from each architecture's registry entry): fp32, fp16 and bf16 for
-EDSR, RCAN and CARN. Accumulation is fp32
-in every conv; fp32 runs on TF32 tensor cores on a GPU (as cuDNN convs do by default). RCAN's
-channel attention (pooling, the two 1x1 convs, the sigmoid) always runs in fp32 on both backends,
-so fp16 cannot overflow there; its residual stream is stored in the compute dtype as in the eager
-model, which for large trained RCANs can exceed fp16's range (65504): prefer bf16 for those.
+EDSR, RCAN and CARN. Accumulation is fp32 in every conv; fp32 runs on TF32 tensor cores on a GPU
+(as cuDNN convs do by default). RCAN's channel attention (pooling, the two 1x1 convs, the
+sigmoid) always runs in fp32 on both backends, so fp16 cannot overflow there; its residual
+stream is stored in the compute dtype as in the eager model, which for large trained RCANs can
+exceed fp16's range (65504): prefer bf16 for those.
 
 Tiling (``tile=T``): the LR image is cut into T x T cores, each run with ``tile_overlap`` LR
 pixels of context (windows shifted inside the image, so all have one shape and one CUDA graph),
@@ -183,8 +183,8 @@ def _windows(size: int, tile: int, overlap: int):
 
 
 def _pick_backend(backend: str, device: torch.device) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if backend != "auto" and backend not in BACKEND_CLASSES:  # read live: backends may be added
+        raise ValueError(f"backend: expected one of {('auto', *BACKEND_CLASSES)}, got {backend!r}")
     if backend == "auto":
         if device.type == "cuda" and not _has_triton():
             warnings.warn("accelerate: triton is not installed, so the CUDA model runs the eager backend (cuDNN); "

@@ -84,8 +84,8 @@ class DMMLoss(nn.Module):
         d = self.codebook.shape[1]
         if feats.dim() != 4 or feats.shape[1] != d:
             raise ValueError(
-                f"encoder: its last feature map must be [B, {d}, h, w] to match the codebook [n_codes, {d}], "
-                f"got shape {tuple(feats.shape)}"
+                f"DMM features (dmm_encoder's output, else the encoder's last feature map): expected [B, {d}, h, w] "
+                f"to match the codebook [n_codes, {d}], got shape {tuple(feats.shape)}"
             )
         f = feats.permute(0, 2, 3, 1).reshape(-1, d).float()
         e = self.codebook.float()

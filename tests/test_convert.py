@@ -26,33 +26,47 @@ def _shift(prefix, mean, rng):
     return {f"{prefix}.weight": torch.eye(3).view(3, 3, 1, 1), f"{prefix}.bias": torch.tensor(mean) * rng}
 
 
+def _biases_scaled(k, v, rng):
+    """Our [0, 1] conv + ReLU tensor on the ``rng`` pixel range: biases times the range."""
+    return v * rng if k.endswith("bias") else v.clone()
+
+
+def _rcan_scaled(k, v, rng):
+    """Our [0, 1] RCAN tensor on the ``rng`` pixel range (the attention's up conv takes weight / range)."""
+    if ".ca.up." in k:
+        return v / rng if k.endswith("weight") else v.clone()
+    return _biases_scaled(k, v, rng)
+
+
+def _subs(*rules):
+    """``key -> key`` through each ``(pattern, replacement)`` of ``rules`` in order (``re.sub``)."""
+    def rename(k):
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        return k
+    return rename
+
+
+def mean_shift_state(m, rng, rename, scaled=_biases_scaled):
+    """A code base with 1x1 mean-shift convs (``sub_mean``/``add_mean``, bias = -/+ range * mean): every
+    tensor of ``m`` but its mean, under ``rename(key)`` and on the ``rng`` pixel range."""
+    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
+    out.update({rename(k): scaled(k, v, rng) for k, v in m.state_dict().items() if k != "mean_shift.mean"})
+    return out
+
+
 def edsr_pytorch_state(m, rng=255.0):
     """EDSR-PyTorch names: head.0, body.N.body.0/2, body.<n>, tail.0.<2k>, tail.1, sub_mean/add_mean."""
-    n = m.config["n_resblocks"]
-    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
-    for k, v in m.state_dict().items():
-        if k == "mean_shift.mean":
-            continue
-        v = v * rng if k.endswith("bias") else v.clone()
-        k = re.sub(r"^head\.", "head.0.", k)
-        k = re.sub(r"^body\.(\d+)\.conv1\.", r"body.\1.body.0.", k)
-        k = re.sub(r"^body\.(\d+)\.conv2\.", r"body.\1.body.2.", k)
-        k = re.sub(r"^body_conv\.", f"body.{n}.", k)
-        k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"tail.0.{2 * int(mm[1])}.", k)
-        k = re.sub(r"^tail\.(weight|bias)", r"tail.1.\1", k)
-        out[k] = v
-    return out
+    return mean_shift_state(m, rng, _subs(
+        (r"^head\.", "head.0."), (r"^body\.(\d+)\.conv1\.", r"body.\1.body.0."), (r"^body\.(\d+)\.conv2\.", r"body.\1.body.2."),
+        (r"^body_conv\.", f"body.{m.config['n_resblocks']}."),
+        (r"^upsampler\.convs\.(\d)\.", lambda mm: f"tail.0.{2 * int(mm[1])}."), (r"^tail\.(weight|bias)", r"tail.1.\1")))
 
 
 def csd_official_state(m, rng=255.0):
     """Official CSD EDSR: head, body.N.conv1/2, body_conv, upsampler.blocks.K, tail_conv, saved from DataParallel."""
-    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
-    for k, v in m.state_dict().items():
-        if k == "mean_shift.mean":
-            continue
-        k = k.replace("upsampler.convs.", "upsampler.blocks.").replace("tail.", "tail_conv.")
-        out["module." + k] = v * rng if k.endswith("bias") else v.clone()
-    return out
+    rename = _subs((r"^upsampler\.convs\.", "upsampler.blocks."), (r"^tail\.", "tail_conv."), (r"^", "module."))
+    return mean_shift_state(m, rng, rename)
 
 
 def official_trainer_file(module_state):
@@ -62,69 +76,38 @@ def official_trainer_file(module_state):
             "best_psnr": 31.25, "best_psnr_epoch": 5}
 
 
-def _rcan_scaled(k, v, rng):
-    """Our [0, 1] RCAN tensor on the ``rng`` pixel range (the attention's up conv takes weight / range)."""
-    if ".ca.up." in k:
-        return v / rng if k.endswith("weight") else v.clone()
-    return v * rng if k.endswith("bias") else v.clone()
-
-
 def rcan_original_state(m, rng=255.0):
     """yulunzhang/RCAN (model/rcan.py): head.0, body.G.body.B.body.{0,2} (RCAB convs), body.G.body.B.body.3.conv_du.{0,2}
     (attention), body.G.body.<n_resblocks> (group conv), body.<n_resgroups>, tail.0.<2k>, tail.1, sub_mean/add_mean."""
     g, b = m.config["n_resgroups"], m.config["n_resblocks"]
-    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
-    for k, v in m.state_dict().items():
-        if k == "mean_shift.mean":
-            continue
-        v = _rcan_scaled(k, v, rng)
-        k = re.sub(r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.body.\2.", k)
-        k = k.replace(".conv1.", ".body.0.").replace(".conv2.", ".body.2.")
-        k = k.replace(".ca.down.", ".body.3.conv_du.0.").replace(".ca.up.", ".body.3.conv_du.2.")
-        k = re.sub(r"^groups\.(\d+)\.conv\.", lambda mm: f"body.{mm[1]}.body.{b}.", k)
-        k = re.sub(r"^head\.", "head.0.", k)
-        k = re.sub(r"^body_conv\.", f"body.{g}.", k)
-        k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"tail.0.{2 * int(mm[1])}.", k)
-        k = re.sub(r"^tail\.(weight|bias)", r"tail.1.\1", k)
-        out[k] = v
-    return out
+    return mean_shift_state(m, rng, _subs(
+        (r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.body.\2."), (r"\.conv1\.", ".body.0."), (r"\.conv2\.", ".body.2."),
+        (r"\.ca\.down\.", ".body.3.conv_du.0."), (r"\.ca\.up\.", ".body.3.conv_du.2."),
+        (r"^groups\.(\d+)\.conv\.", rf"body.\1.body.{b}."), (r"^head\.", "head.0."), (r"^body_conv\.", f"body.{g}."),
+        (r"^upsampler\.convs\.(\d)\.", lambda mm: f"tail.0.{2 * int(mm[1])}."), (r"^tail\.(weight|bias)", r"tail.1.\1")),
+        _rcan_scaled)
 
 
 def csd_official_rcan_state(m, rng=255.0):
     """Official CSD RCAN (model/rcan.py) in its trainer's file: head_conv, body.G.body.B.body.{0,1},
     body.G.body.B.caLayer.conv_du.{0,1}, body.G.conv, body_conv, upsampler.blocks.K, tail_conv, module. prefix."""
-    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
-    for k, v in m.state_dict().items():
-        if k == "mean_shift.mean":
-            continue
-        v = _rcan_scaled(k, v, rng)
-        k = re.sub(r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.body.\2.", k)
-        k = k.replace(".conv1.", ".body.0.").replace(".conv2.", ".body.1.")
-        k = k.replace(".ca.down.", ".caLayer.conv_du.0.").replace(".ca.up.", ".caLayer.conv_du.1.")
-        k = re.sub(r"^groups\.(\d+)\.conv\.", r"body.\1.conv.", k)
-        k = re.sub(r"^head\.", "head_conv.", k)
-        k = k.replace("upsampler.convs.", "upsampler.blocks.")
-        k = re.sub(r"^tail\.", "tail_conv.", k)
-        out[k] = v
-    return official_trainer_file({"module." + k: v for k, v in out.items()})
+    rename = _subs(
+        (r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.body.\2."), (r"\.conv1\.", ".body.0."), (r"\.conv2\.", ".body.1."),
+        (r"\.ca\.down\.", ".caLayer.conv_du.0."), (r"\.ca\.up\.", ".caLayer.conv_du.1."),
+        (r"^groups\.(\d+)\.conv\.", r"body.\1.conv."), (r"^head\.", "head_conv."),
+        (r"^upsampler\.convs\.", "upsampler.blocks."), (r"^tail\.", "tail_conv."))
+    return official_trainer_file({"module." + k: v for k, v in mean_shift_state(m, rng, rename, _rcan_scaled).items()})
 
 
 def csd_official_carn_state(m, rng=255.0):
     """Official CSD CARN (model/carn.py) in its trainer's file: entry, bI.bJ.conv1/2, bI.cJ.conv, cJ.conv,
     upsample.blocks.K, exit, sub_mean/add_mean, module. prefix."""
-    out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
-    for k, v in m.state_dict().items():
-        if k == "mean_shift.mean":
-            continue
-        v = v * rng if k.endswith("bias") else v.clone()
-        k = re.sub(r"^head\.", "entry.", k)
-        k = re.sub(r"^tail\.", "exit.", k)
-        k = re.sub(r"^body\.units\.(\d)\.units\.(\d)\.", lambda mm: f"b{int(mm[1]) + 1}.b{int(mm[2]) + 1}.", k)
-        k = re.sub(r"^body\.units\.(\d)\.fuse\.(\d)\.", lambda mm: f"b{int(mm[1]) + 1}.c{int(mm[2]) + 1}.conv.", k)
-        k = re.sub(r"^body\.fuse\.(\d)\.", lambda mm: f"c{int(mm[1]) + 1}.conv.", k)
-        k = k.replace("upsampler.convs.", "upsample.blocks.")
-        out[k] = v
-    return official_trainer_file({"module." + k: v for k, v in out.items()})
+    rename = _subs(
+        (r"^head\.", "entry."), (r"^tail\.", "exit."),
+        (r"^body\.units\.(\d)\.units\.(\d)\.", lambda mm: f"b{int(mm[1]) + 1}.b{int(mm[2]) + 1}."),
+        (r"^body\.units\.(\d)\.fuse\.(\d)\.", lambda mm: f"b{int(mm[1]) + 1}.c{int(mm[2]) + 1}.conv."),
+        (r"^body\.fuse\.(\d)\.", lambda mm: f"c{int(mm[1]) + 1}.conv."), (r"^upsampler\.convs\.", "upsample.blocks."))
+    return official_trainer_file({"module." + k: v for k, v in mean_shift_state(m, rng, rename).items()})
 
 
 def basicsr_edsr_state(m):
