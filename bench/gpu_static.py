@@ -62,6 +62,7 @@ H100 = {
     "issue_per_sm_per_clock": 4,  # 4 warp schedulers, one warp instruction each per clock
     "regs_per_sm": 65536,
     "smem_per_sm": 228 * 1024,
+    "smem_per_block": 227 * 1024,
     "max_threads_per_sm": 2048,
     "max_ctas_per_sm": 32,
     "launch_gap_us": 1.0,  # between dependent kernels of one CUDA graph (assumed)
@@ -131,6 +132,11 @@ class _Recorder:
         return self.ops.conv(x, layer, out=out, residual=residual, res_scale=res_scale, relu=relu, shuffle=shuffle,
                              sub_mean=sub_mean, add_mean=add_mean)
 
+    def res_block(self, x, conv1, conv2, **kw):
+        from csd_fast.backends import Backend
+
+        return Backend.res_block(self, x, conv1, conv2, **kw)  # the two convs, recorded
+
     def ca_residual(self, x, t, conv2, att, pool):
         self._record(t, conv2, pool=True)
         self.layers.append("ca_residual")
@@ -146,7 +152,7 @@ def student_layers(arch: str, width: float) -> list:
     student = build_model(arch, scale=SCALE, preset="paper").export(width).eval()
     fast = accelerate(student, dtype=torch.float32, backend="eager", cuda_graphs=False)
     lr_h = 4
-    fast.ops = rec = _Recorder(fast.ops, lr_h)
+    fast.plan.ops = rec = _Recorder(fast.plan.ops, lr_h)
     fast(torch.rand(1, 3, lr_h, 6))
     return rec.layers
 
@@ -201,12 +207,19 @@ _HGMMA = re.compile(r"HGMMA\.(\d+)x(\d+)x(\d+)")
 
 
 def sass_stats(cubin: bytes) -> dict:
-    """Instruction counts of the kernel and of its main loop (the innermost loop holding HGMMA)."""
+    """:func:`parse_sass` of ``cuobjdump -sass`` and ``-res-usage`` of a one-kernel cubin."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
         sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True, check=True).stdout
         res = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    return parse_sass(sass, res)
+
+
+def parse_sass(sass: str, res: str) -> dict:
+    """Registers, local memory and spill instructions, instruction counts of the kernel and of its main
+    loop: the innermost loop (a backward branch) holding HGMMA, with SASS instructions per
+    64x64x16-equivalent wgmma (HGMMA shapes weighted by m*n*k)."""
     instrs = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in map(_INSTR.search, sass.splitlines()) if m]
     usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", res))
     loops = []
@@ -217,6 +230,7 @@ def sass_stats(cubin: bytes) -> dict:
             macs = sum(math.prod(map(int, _HGMMA.search(o).groups())) for o in body if _HGMMA.search(o))
             if macs:
                 loops.append((len(body), macs, body))
+    all_macs = sum(math.prod(map(int, _HGMMA.search(op).groups())) for _, op, _ in instrs if _HGMMA.search(op))
     out = {
         "regs": int(usage.get("REG", 0)), "local_bytes": int(usage.get("LOCAL", 0)) + int(usage.get("STACK", 0)),
         "spill_instrs": sum(op.startswith(("STL", "LDL")) for _, op, _ in instrs),
@@ -231,6 +245,9 @@ def sass_stats(cubin: bytes) -> dict:
         out.update(loop_instrs=n, loop_hgmma=sum(o.startswith("HGMMA") for o in body), loop_macs_per_warpgroup=macs,
                    instrs_per_64x64x16=round(n / (macs / (64 * 64 * 16)), 1),
                    loop_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])[:12]))
+    else:  # the K loop was fully unrolled (short loops): the whole kernel runs once
+        out.update(loop_instrs=0, loop_hgmma=0, loop_macs_per_warpgroup=0,
+                   instrs_per_64x64x16=round(len(instrs) / (all_macs / (64 * 64 * 16)), 1) if all_macs else None)
     return out
 
 
@@ -316,7 +333,8 @@ def _compile_conv(job):
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
     stats = sass_stats(kernel.asm["cubin"])
     stats.update(shared_bytes=kernel.metadata.shared, wgmma_in_ptx="wgmma.mma_async" in kernel.asm["ptx"],
-                 cp_async=sorted(set(re.findall(r"cp\.async\.(c[ag])", kernel.asm["ptx"]))))
+                 cp_async=sorted(set(re.findall(r"cp\.async\.(c[ag])", kernel.asm["ptx"]))),
+                 l1_cached_loads=bool(re.search(r"cp\.async\.ca|ld\.global\.ca", kernel.asm["ptx"])))
     return stats
 
 
@@ -375,10 +393,13 @@ def estimate_conv(layer: ConvLayer, dtype: str, tile: tuple, stats: dict, lr: tu
     halo = layer.k - 1
     footprint = (rows + halo) * (tw + halo) * math.ceil(layer.c_in / bk) * bk * elt  # distinct A bytes of a program
     l1_free = hw["l1_bytes"] - resident * stats["shared_bytes"]
-    a_l2 = footprint if "ca" in stats["cp_async"] and resident * footprint <= l1_free else a_tile
+    a_l2 = footprint if stats["l1_cached_loads"] and resident * footprint <= l1_free else a_tile
     l2 = ctas * (a_l2 + k_steps * bk * bn * elt)
-    iters = k_steps / (stats["loop_macs_per_warpgroup"] * (warps // 4) / (bm * bn * bk))
-    per_warp = stats["loop_instrs"] * iters + (stats["sass_total"] - stats["loop_instrs"])
+    if stats["loop_instrs"]:
+        iters = k_steps / (stats["loop_macs_per_warpgroup"] * (warps // 4) / (bm * bn * bk))
+        per_warp = stats["loop_instrs"] * iters + (stats["sass_total"] - stats["loop_instrs"])
+    else:
+        per_warp = stats["sass_total"]
     macs = ctas * bm * bn * bk * k_steps
     out = _terms(ctas, warps, macs, _hbm_bytes(layer, h, w, dtype, hw), l2, per_warp, resident, dtype, hw)
     out["a_from_l1"] = a_l2 != a_tile
@@ -394,8 +415,8 @@ def _estimate_small_out(layer, dtype, tile, stats, h, w, hw):
     bk = max(16, 1 << (layer.c_in - 1).bit_length())
     ctas = math.ceil(w / tw) * math.ceil(h / rows)
     steps = rows + 2  # input rows a program walks (two of halo)
-    a_step = 3 * tw * bk * elt if "ca" not in stats["cp_async"] else (tw + 2) * bk * elt
-    l2 = ctas * steps * a_step + _hbm_bytes(layer, h, w, dtype, hw)
+    a_step = (tw + 2) * bk * elt if stats["l1_cached_loads"] else 3 * tw * bk * elt  # 3 shifted loads of a row
+    l2 = ctas * steps * a_step + h * w * layer.c_out * elt  # input rows (+ halo rows and columns), output
     macs = ctas * steps * 3 * tw * 16 * bk
     per_warp = stats["loop_instrs"] * steps + (stats["sass_total"] - stats["loop_instrs"])
     hbm = h * w * (layer.c_in + layer.c_out) * elt + 9 * layer.c_in * layer.c_out * elt
@@ -413,6 +434,16 @@ def estimate_ca(c: int, lr: tuple, dtype: str, hw=H100) -> dict:
 
 
 # ---- the loss kernels ---------------------------------------------------------------------------
+
+def _demangle(name: str) -> str:
+    """``c++filt`` of a kernel symbol without namespace and parameters: ``forward_partials<float, float>``."""
+    tool = shutil.which("c++filt")
+    if not tool:
+        return name
+    full = subprocess.run([tool, name], capture_output=True, text=True).stdout.strip()
+    full = full.replace("(anonymous namespace)::", "").removeprefix("void ")
+    return full.split("(")[0].rsplit("::", 1)[-1]
+
 
 VGG19_TAPS = {"relu1_1": (64, 1), "relu2_1": (128, 2), "relu3_1": (256, 4), "relu4_1": (512, 8), "relu5_1": (512, 16)}
 
@@ -436,10 +467,13 @@ def loss_report(patch=192, batch=16, negatives=10, hw=H100) -> dict:
             for block in re.split(r"\n\s+Function : ", sass)[1:]:
                 name = block.split("\n", 1)[0].strip()
                 counts[name] = sum(1 for line in block.splitlines() if _INSTR.search(line))
-            for name, regs, stack, smem, spills in re.findall(
-                    r"Function (\S+):\n.*?REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", proc.stdout + proc.stderr, re.S):
-                kernels[name] = {"regs": int(regs), "stack": int(stack), "shared": int(smem), "local": int(spills),
-                                 "sass_instrs": counts.get(name)}
+            for block in (proc.stdout + proc.stderr).split("Compiling entry function '")[1:]:
+                name = block.split("'", 1)[0]
+                num = lambda pattern: int(m.group(1)) if (m := re.search(pattern, block)) else 0
+                kernels[_demangle(name)] = {
+                    "regs": num(r"Used (\d+) registers"), "stack": num(r"(\d+) bytes stack frame"),
+                    "spill_stores": num(r"(\d+) bytes spill stores"), "shared": num(r"(\d+) bytes smem"),
+                    "sass_instrs": counts.get(name)}
     elements = sum(c * (patch // d) ** 2 for c, d in VGG19_TAPS.values())  # per sample, all taps
     fwd = (2 * batch + negatives) * elements * 4
     bwd = fwd + 2 * batch * elements * 4
@@ -481,16 +515,21 @@ def main(argv=None) -> int:
     jobs = [(v, "fp16", t, lr) for v in classes.values() for t in candidate_tiles(v, lr)]
     with ProcessPoolExecutor(args.jobs) as pool:
         fp16 = dict(zip([(j[0], j[2]) for j in jobs], pool.map(_compile_conv, jobs)))
-    best = {}
+    ranked = {}
     for key, v in classes.items():
-        rated = [(estimate_conv(v, "fp16", t, s, lr)["us"], t) for (vv, t), s in fp16.items()
-                 if vv == v and "loop_instrs" in s and occupancy(s["regs"], s["shared_bytes"], t[5] * 32)]
-        best[key] = min(rated)[1]
-    best = {v: best[(v.c_in, v.c_out, v.k, v.shuffle, v.rel)] for v in variants}
-    others = [(v, d, best[v], lr) for v in variants for d in dtypes if d != "fp16" or (v, best[v]) not in fp16]
+        ranked[key] = sorted((estimate_conv(v, "fp16", t, s, lr)["us"], t, s["shared_bytes"]) for (vv, t), s in fp16.items()
+                             if vv == v and "error" not in s and occupancy(s["regs"], s["shared_bytes"], t[-1] * 32))
+    # bf16 and fp32 take fp16's best tile whose shared memory still fits at their element size
+    best = {}
+    for v in variants:
+        for d in dtypes:
+            fits = [t for _, t, shared in ranked[(v.c_in, v.c_out, v.k, v.shuffle, v.rel)]
+                    if shared * ELT[d] // 2 <= H100["smem_per_block"]]
+            best[(v, d)] = fits[0]
+    others = [(v, d, best[(v, d)], lr) for v in variants for d in dtypes if d != "fp16" or (v, best[(v, d)]) not in fp16]
     with ProcessPoolExecutor(args.jobs) as pool:
         static = dict(zip([(j[0], j[1]) for j in others], pool.map(_compile_conv, others)))
-    static.update({(v, "fp16"): fp16[(v, best[v])] for v in variants if (v, best[v]) in fp16})
+    static.update({(v, "fp16"): fp16[(v, best[(v, "fp16")])] for v in variants if (v, best[(v, "fp16")]) in fp16})
 
     report = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/gpu_static.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -500,7 +539,7 @@ def main(argv=None) -> int:
     for v in classes.values():
         report["tiles_tried_fp16"][_name(v)] = [
             {"tile": t, **({"est_us": round(estimate_conv(v, "fp16", t, s, lr)["us"], 2), "instrs_per_64x64x16": s.get("instrs_per_64x64x16"),
-                           "regs": s["regs"]} if "error" not in s and "loop_instrs" in s else {"error": s.get("error", "no HGMMA loop")})}
+                           "regs": s["regs"]} if "error" not in s else {"error": s["error"]})}
             for (vv, t), s in fp16.items() if vv == v]
     for name, layers in plans.items():
         for d in dtypes:
@@ -515,10 +554,12 @@ def main(argv=None) -> int:
                     if "error" in s:
                         rows.append({"layer": _name(layer), "error": s["error"]})
                         continue
-                    est = estimate_conv(layer, d, best[layer], s, lr)
-                    rows.append({"layer": _name(layer), "tile": best[layer], **est, "static": s})
+                    est = estimate_conv(layer, d, best[(layer, d)], s, lr)
+                    rows.append({"layer": _name(layer), "tile": best[(layer, d)], **est, "static": s})
                 total += rows[-1].get("us", 0.0)
-            report["students"].setdefault(name, {})[d] = {"layers": rows, "frame_ms_estimate": round(total / 1e3, 3)}
+            complete = all("error" not in r for r in rows)  # no estimate for a frame with a layer that failed
+            report["students"].setdefault(name, {})[d] = {"layers": rows, "frame_ms_estimate": round(total / 1e3, 3) if complete else None}
+    report["decisions"] = decisions(report)
     if not args.no_loss:
         report["loss"] = loss_report()
     out = Path(args.out)
@@ -527,6 +568,31 @@ def main(argv=None) -> int:
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     return 0
+
+
+def decisions(report: dict) -> list:
+    """Whether the two optional kernels of the brief pay, from the body-conv rows of each student
+    (fp16): a persistent weight-stationary conv saves at most the weights' share of the L2 term; a
+    fused residual block saves at most one launch gap and the intermediate's HBM write, and costs
+    conv1 over the tile's halo (rows + 2) x (TILE_W + 2), padded to a power of two for the MMA."""
+    notes = []
+    for name, per in report["students"].items():
+        rows = [r for r in per.get("fp16", {}).get("layers", []) if "tile" in r and len(r["tile"]) == 6 and "[relu]" in r["layer"]]
+        if not rows:
+            continue
+        r = rows[0]
+        bm, bn, bk, tw, _, _ = r["tile"]
+        t = r["terms_us"]
+        l2_bound = r["bound"] == "l2"
+        notes.append(f"{name}: body conv `{r['layer']}` is {r['bound']}-bound ({r['us']:.2f} us); weight-stationary "
+                     f"persistent variant {'may pay (L2-bound)' if l2_bound else 'does not pay: the L2 term is not the bound'}.")
+        halo = (1 << ((bm // tw + 2) * (tw + 2) - 1).bit_length()) / bm
+        extra = (halo - 1) * max(t["tensor"], t["issue"])
+        saved = report["model"]["launch_gap_us"] + t["hbm"]
+        notes.append(f"{name}: fused residual block: saves <= {saved:.2f} us (a launch gap + the intermediate's HBM term), "
+                     f"costs >= {extra:.2f} us (conv1 on {halo:.2f}x the pixels for the halo): "
+                     f"{'pays' if saved > extra else 'does not pay'}.")
+    return notes
 
 
 def _name(layer: ConvLayer) -> str:
@@ -569,7 +635,8 @@ def markdown(report: dict) -> str:
         "|---|" + "---|" * len(next(iter(report["students"].values()))),
     ]
     for name, per in report["students"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{v['frame_ms_estimate']:.3f}" for v in per.values()) + " |")
+        lines.append(f"| {name} | " + " | ".join("incomplete" if v["frame_ms_estimate"] is None else f"{v['frame_ms_estimate']:.3f}"
+                                                 for v in per.values()) + " |")
     for name, per in report["students"].items():
         for d, v in per.items():
             lines += ["", f"## {name} {d}: layers (ESTIMATED us)", "",
@@ -589,6 +656,8 @@ def markdown(report: dict) -> str:
                     f"| {lname} | {count} | {r.get('tile', '-')} | {r['us']:.2f} | {r['bound']} | {t.get('tensor', '-')} | {t['hbm']} | "
                     f"{t.get('l2', '-')} | {t.get('issue', '-')} | {s.get('regs', '-')} | {s.get('spill_instrs', '-')} | "
                     f"{s.get('shared_bytes', '-')} | {s.get('instrs_per_64x64x16', '-')} |")
+    if report.get("decisions"):
+        lines += ["", "## Optional kernels: do they pay (from the ESTIMATES above)?", ""] + [f"- {n}" for n in report["decisions"]]
     if "loss" in report:
         loss = report["loss"]
         g = loss["geometry"]
@@ -597,9 +666,9 @@ def markdown(report: dict) -> str:
                   f"negatives, {g['dtype']}: unique bytes forward {loss['unique_bytes']['forward'] / 1e6:.0f} MB, backward "
                   f"{loss['unique_bytes']['backward'] / 1e6:.0f} MB; HBM floor (ESTIMATE) forward {loss['hbm_floor_us']['forward']} us, "
                   f"backward {loss['hbm_floor_us']['backward']} us.", "",
-                  "| kernel | regs | stack | shared | local | SASS instrs |", "|---|---|---|---|---|---|"]
+                  "| kernel | regs | stack | spill stores | shared | SASS instrs |", "|---|---|---|---|---|---|"]
         for name, k in loss["kernels"].items():
-            lines.append(f"| `{name}` | " + (" | ".join(str(k.get(c, "-")) for c in ("regs", "stack", "shared", "local", "sass_instrs")))
+            lines.append(f"| `{name}` | " + (" | ".join(str(k.get(c, "-")) for c in ("regs", "stack", "spill_stores", "shared", "sass_instrs")))
                          + " |" if "error" not in k else f"| {name} | error |")
     return "\n".join(lines) + "\n"
 

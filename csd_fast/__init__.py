@@ -16,7 +16,7 @@ _EXPORTS = {
     "build_model": "models", "model_names": "models",
     "ContrastiveLoss": "losses", "VGG19Taps": "losses",
     "Negatives": "negatives", "make_negatives": "negatives",
-    "CSDTrainer": "trainer", "KDTrainer": "kd", "DMMLoss": "kd",
+    "CSDTrainer": "trainer", "TrainOptions": "options", "KDTrainer": "kd", "DMMLoss": "kd",
     "DynamicNegatives": "history", "scaled_schedule": "history", "degrade": "degradations",
     "load_student": "student_io", "save_student": "student_io", "load_model": "student_io",
     "describe_student": "student_io", "StudentDescriptor": "student_io", "export_onnx": "onnx_export",

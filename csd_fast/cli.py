@@ -8,7 +8,7 @@ import argparse
 import sys
 from importlib import import_module
 
-from .commands.train import DEFAULTS as TRAIN
+from .options import choices_of, cli_fields, option_default
 from .optional import MissingDependencyError
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -76,76 +76,40 @@ def _fast_args(p, what: str) -> None:
                    help="with --fast: launch the kernels one by one instead of replaying CUDA graphs")
 
 
+_FLAG_NAMES = {"model_args": "--model-arg"}  # flags not spelled as their field
+
+
 def _add_train(sub) -> None:
-    S = argparse.SUPPRESS  # unset flags do not override the config file
     p = sub.add_parser(
         "train", help="train a teacher and its channel-splitting student jointly with CSD", formatter_class=_FMT,
         description="Train a teacher (EDSR/RCAN/CARN) and the student made of its first width*C channels jointly\n"
         "with contrastive self-distillation. Options come from --config FILE (YAML or JSON, keys = the\n"
         "option names with underscores, e.g. 'lambda_c: 200') and from flags, which override the file.\n"
-        "Writes OUT/checkpoint.pt (resume with --resume), log.csv, training.png, student.safetensors; OUT must be\n"
-        "empty unless --resume or --overwrite is given, and is locked while the run is alive.\n"
+        "Writes OUT/config.json, checkpoint.pt (resume with --resume), log.csv, training.png, student.safetensors;\n"
+        "OUT must be empty unless --resume or --overwrite is given, and is locked while the run is alive.\n"
         "Multi-GPU/CPU: torchrun --nproc_per_node N -m csd_fast train ... (DDP; --batch is the global batch).",
         epilog="examples:\n"
         "  csd-fast train --bundled --arch edsr --preset demo --scale 2 --steps 2000 --patch 64 --out runs/demo_edsr\n"
         "  csd-fast train --config configs/edsr_x4.yaml --div2k data/DIV2K --val Set5 --data-root data/benchmark",
     )
     p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or JSON file of options")
-    g = p.add_argument_group("model")
-    g.add_argument("--arch", choices=["edsr", "rcan", "carn"], default=S, help=f"architecture (default {TRAIN['arch']})")
-    g.add_argument("--preset", default=S, help=f"size preset: paper, baseline (EDSR), demo (default {TRAIN['preset']})")
-    g.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE", default=S,
-                   help="override a model argument, e.g. --model-arg n_feats=64 (repeatable)")
-    g.add_argument("--scale", type=int, default=S, help="upscaling factor 2, 3 or 4 (default 4, or the --teacher's)")
-    g.add_argument("--width", type=float, default=S, help=f"student width r in (0, 1] (default {TRAIN['width']})")
-    g.add_argument("--teacher", metavar="CKPT", default=S,
-                   help="start from this teacher (checkpoint.pt or a foreign EDSR/RCAN/CARN/CSD state dict) instead of --arch")
-    g.add_argument("--res-scale", type=float, default=S, help="EDSR res_scale of a foreign --teacher (see csd_fast.convert)")
-    g.add_argument("--rgb-range", type=float, default=S, help="pixel range of a foreign --teacher (see csd_fast.convert)")
-    g = p.add_argument_group("loss")
-    g.add_argument("--neg-num", type=int, default=S, help="negatives K (default 10; 5 for --negatives dynamic)")
-    g.add_argument("--negatives", choices=["official", "others", "self-blur", "dynamic"], default=S,
-                   help="how negatives are made (default official: bicubic-upsampled LR images of the batch)")
-    g.add_argument("--lambda-t", type=float, default=S, help=f"weight of the teacher's L1 (default {TRAIN['lambda_t']})")
-    g.add_argument("--lambda-c", type=float, default=S, help="weight of the contrastive loss (default 200; 25.5 for dynamic)")
-    g.add_argument("--reduction", choices=["batch", "sample"], default=S,
-                   help="contrastive mean over the batch (official) or per-sample ratios (paper Eq. 2) (default batch)")
-    g.add_argument("--vgg-weights", metavar="PATH", default=S,
-                   help="torchvision vgg19-dcbb9e9d.pth; without it a random VGG is used, with a warning")
-    g = p.add_argument_group("data")
-    g.add_argument("--bundled", action="store_true", default=S,
-                   help="train on the bundled photographs (no download); unless given, --preset demo and --steps 2000")
-    g.add_argument("--train-hr", metavar="DIR", default=S, help="folder of HR training images (LR made by MATLAB bicubic)")
-    g.add_argument("--train-lr", metavar="DIR", default=S, help="matching LR folder for --train-hr (optional)")
-    g.add_argument("--div2k", metavar="ROOT", default=S, help="DIV2K root holding DIV2K_train_HR/ (and DIV2K_train_LR_bicubic/)")
-    g.add_argument("--val", nargs="+", metavar="SET", default=S,
-                   help="validation sets: bundled, a folder, or Set5/Set14/B100/Urban100/Manga109 under --data-root")
-    g.add_argument("--data-root", metavar="DIR", default=S, help="folder holding the benchmark sets")
-    g.add_argument("--patch", type=int, default=S, help="HR patch side (default 48*scale, the paper's 48 LR pixels)")
-    g.add_argument("--max-side", type=int, default=S, help="shrink bundled photos to this longer side (faster)")
-    g.add_argument("--strict", action="store_true", default=S, help="stop on a corrupt image file instead of skipping it")
-    g.add_argument("--workers", type=int, default=S,
-                   help="DataLoader worker processes reading the training images (default 0; the batches do not depend on it)")
-    g.add_argument("--lazy-decode", action="store_true", default=S,
-                   help="decode training files per item instead of holding them decoded in memory (for sets larger than RAM)")
-    g.add_argument("--cache-dir", metavar="DIR", default=S,
-                   help="decode each training file once into DIR (uint8 .npy, memory-mapped per patch) instead of holding them in memory")
-    g = p.add_argument_group("optimization and output")
-    g.add_argument("--steps", type=int, default=S, help=f"optimizer steps (default {TRAIN['steps']})")
-    g.add_argument("--batch", type=int, default=S, help=f"global batch size (default {TRAIN['batch']})")
-    g.add_argument("--lr", type=float, default=S, help=f"Adam learning rate (default {TRAIN['lr']})")
-    g.add_argument("--lr-step", type=int, default=S, help="halve the learning rate every N steps (default steps/2)")
-    g.add_argument("--max-minutes", type=float, default=S, help="stop (with a checkpoint) after this much time")
-    g.add_argument("--val-every", type=int, default=S, help="validate every N steps (default steps/4)")
-    g.add_argument("--checkpoint-every", type=int, default=S, help=f"checkpoint every N steps (default {TRAIN['checkpoint_every']})")
-    g.add_argument("--out", metavar="DIR", default=S, help=f"output folder (default {TRAIN['out']})")
-    g.add_argument("--resume", action="store_true", default=S,
-                   help="continue from OUT/checkpoint.pt if it exists (else a non-empty OUT is refused)")
-    g.add_argument("--overwrite", action="store_true", default=S,
-                   help="delete the previous run's files in OUT (checkpoint, log, student, plots) and start afresh")
-    g.add_argument("--device", default=S, help="cpu, cuda, ... (default: cuda if available)")
-    g.add_argument("--seed", type=int, default=S, help="seed of the initial weights and of every step (default 0)")
-    g.add_argument("--quiet", action="store_true", default=S, help="no progress bars")
+    groups = {}
+    for f in cli_fields():  # one flag per csd_fast.TrainOptions field; unset flags do not override the file
+        meta = f.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], p.add_argument_group(meta["group"]))
+        flag = _FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        default = option_default(f.name, cli=True)
+        shown = f" (default {default})" if default not in (None, [], {}, False) else ""
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=meta["help"] + shown)
+        if f.name == "model_args":
+            kw.update(action="append", metavar="KEY=VALUE")
+        elif meta["kind"] is bool:
+            kw.update(action="store_true")
+        elif meta["item"] is not None:
+            kw.update(type=meta["item"], nargs=meta["length"] or "+")
+        else:
+            kw.update(type=meta["kind"], choices=choices_of(meta))
+        group.add_argument(flag, **kw)
     p.set_defaults(func=_runner("train"))
 
 

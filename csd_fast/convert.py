@@ -6,10 +6,12 @@ shapes, map every key, and refuse any mismatch by name (missing, unexpected, wro
 architecture declares the formats it loads in its folder (``csd_fast/models/<arch>/formats.py``).
 
 Pixel range. EDSR-PyTorch and the official CSD code run on [0, 255] images (``rgb_range``), BasicSR
-EDSR/RCAN scale [0, 1] input by ``img_range = 255`` inside; csd_fast models run on [0, 1]. These
-networks are conv + ReLU, which commute with scaling, so dividing every bias between the mean
-shifts by the range gives the same function on [0, 1] input. RCAN's channel attention ends in a
-sigmoid, which does not commute: its second 1x1 conv gets ``weight * range`` and keeps its bias.
+EDSR/RCAN scale [0, 1] input by ``img_range = 255`` inside, and csd_fast models compute on the same
+8-bit scale (``SlimSRModel.img_range``): their parameters load unchanged. A checkpoint trained on
+another range R (the original CARN: R = 1) is rescaled by ``f = img_range / R``
+(``csd_fast.models.rescale_state``, each architecture's ``rescale``): conv + ReLU commute with
+scaling, so every bias between the mean shifts is multiplied by ``f``; RCAN's channel attention
+ends in a sigmoid, which does not commute, so its up-conv weight is divided by ``f``, its bias kept.
 
 What shapes cannot tell: EDSR's ``res_scale`` (the official CSD code's default 0.1 for its files;
 else 0.1 for 256+ features, the EDSR paper's large model, and 1.0 below; pass ``res_scale=``),
@@ -30,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .models import SlimSRModel, architectures, model_from_config
+from .models import SlimSRModel, architectures, model_from_config, rescale_state
 from .models.formats import CheckpointFormat
 
 _WRAPPERS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net", "generator")
@@ -119,10 +121,8 @@ def load_teacher_state(obj, source: str = "state dict", scale: int | None = None
         parts = [f"{name}: {_listing(keys)}" for name, keys in
                  (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)) if keys]
         raise ValueError(f"{source}: does not match a {fmt} {arch} with {config}; " + "; ".join(parts))
-    out = {}
-    for ours, theirs in mapping.items():
-        t = sd[theirs].detach().float().cpu()
-        out[ours] = form.rescale(ours, t, rng) if rng != 1.0 else t
+    out = {ours: sd[theirs].detach().float().cpu() for ours, theirs in mapping.items()}
+    out = rescale_state(arch, out, SlimSRModel.img_range / rng)
     out["mean_shift.mean"] = torch.tensor(config["rgb_mean"], dtype=torch.float32).view(1, 3, 1, 1)
     return arch, config, out, fmt
 

@@ -16,7 +16,8 @@ CE_DMM is DCKD's distribution mapping module (``DMMLoss``), on when a codebook i
 As in ``CSDTrainer`` the L1 terms are in ``pixel_range`` units, so DCKD's weights for [0, 1]
 images (lambda_dcl 0.1, lambda_ce 0.001) default to ``0.1 * pixel_range`` and
 ``0.001 * pixel_range``. Optimizer defaults are the official DCKD configs': Adam betas
-(0.9, 0.99) and a constant rate (``lr_gamma=1.0``).
+(0.9, 0.99) and a constant rate (``lr_gamma=1.0``). ``KDTrainer`` is ``CSDTrainer``'s loop
+(schedule, checkpoints, logs, DDP) with this objective (``DistillObjective``) in place of CSD's.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 from .degradations import augment, draw_augmentations, revert_augmentation
 from .losses import ContrastiveLoss
 from .models import SlimSRModel
+from .objective import CSDObjective
 from .trainer import CSDTrainer
 
 DCKD_LAMBDA_CE = 0.001
@@ -110,7 +112,7 @@ class KDTrainer(CSDTrainer):
     features from [0, 1] images (official: a VQGAN encoder followed by its quant conv), else the
     encoder's last feature map (its channels must be ``dim``). ``lambda_aug`` / ``aug_prob``: the
     teacher-augmentation term (module docstring; needs square LR patches, 0 turns it off).
-    Other arguments as ``CSDTrainer`` (``lambda_t`` is not used: the frozen teacher has no loss of
+    Other arguments as ``CSDTrainer`` (its options, e.g. ``vgg_input``; ``lambda_t`` is not used: the frozen teacher has no loss of
     its own), with DCKD's optimizer defaults ``betas=(0.9, 0.99)`` and ``lr_gamma=1.0``.
     """
 
@@ -158,22 +160,50 @@ class KDTrainer(CSDTrainer):
         if not 0.0 <= aug_prob <= 1.0:
             raise ValueError(f"aug_prob: expected a probability in [0, 1], got {aug_prob!r}")
         self.teacher = teacher.requires_grad_(False).eval()
+        self.lambda_kd, self.lambda_aug, self.lambda_ce = float(lambda_kd), float(lambda_aug), float(lambda_ce)
+        self.aug_prob = float(aug_prob)
+        self._dmm_args = (codebook, dmm, dmm_encoder)  # built by _make_objective, on the trainer's device
         if encoder is not None:
             kwargs["contrastive"] = ContrastiveLoss(encoder=encoder.eval(), weights=encoder_weights, reduction=reduction)
         super().__init__(
             student, width=width, negatives=negatives, lambda_t=0.0, lambda_c=lambda_c,
             reduction=reduction, pixel_range=pixel_range, betas=betas, lr_gamma=lr_gamma, **kwargs,
         )
-        self.lambda_kd, self.lambda_aug, self.lambda_ce = float(lambda_kd), float(lambda_aug), float(lambda_ce)
-        self.aug_prob = float(aug_prob)
-        self.dmm = DMMLoss(codebook, dmm).to(self.device) if codebook is not None else None
-        self.dmm_encoder = None if dmm_encoder is None else dmm_encoder.requires_grad_(False).eval().to(self.device)
+        self.dmm, self.dmm_encoder = self.objective.dmm, self.objective.dmm_encoder
 
-    def _make_net(self) -> nn.Module:
-        return DistillForward(self.teacher.to(self.device), self.model)
+    def _make_objective(self) -> "DistillObjective":
+        o = self.options
+        codebook, kind, dmm_encoder = self._dmm_args
+        return DistillObjective(
+            self.teacher.to(self.device), self.model, self.width, negatives=o.negatives, neg_num=o.neg_num,
+            lambda_kd=self.lambda_kd, lambda_aug=self.lambda_aug, aug_prob=self.aug_prob, lambda_c=o.lambda_c,
+            lambda_ce=self.lambda_ce, pixel_range=o.pixel_range, contrastive=self.contrastive, dynamic=self.dynamic,
+            dmm=DMMLoss(codebook, kind).to(self.device) if codebook is not None else None,
+            dmm_encoder=None if dmm_encoder is None else dmm_encoder.requires_grad_(False).eval().to(self.device),
+        )
 
-    def compute_loss(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Eq. 10 on one batch; returns the loss and its terms for logging."""
+    def teacher_on_augmented(self, lr: Tensor) -> Tensor:
+        """See ``DistillObjective.teacher_on_augmented``."""
+        return self.objective.teacher_on_augmented(lr)
+
+    def _val_outputs(self, lr: Tensor) -> dict[str, Tensor]:
+        return {"psnr_teacher": self.teacher(lr), "psnr_student": self.model(lr, self.width)}
+
+
+class DistillObjective(CSDObjective):
+    """Eq. 10 on one batch (module docstring): ``objective(lr, hr, generator) -> (loss, terms)``."""
+
+    def __init__(self, teacher: nn.Module, student: SlimSRModel, width: float, *, negatives: str, neg_num: int,
+                 lambda_kd: float, lambda_aug: float, aug_prob: float, lambda_c: float, lambda_ce: float,
+                 pixel_range: float, contrastive: ContrastiveLoss, dynamic=None, dmm: DMMLoss | None = None,
+                 dmm_encoder: nn.Module | None = None):
+        super().__init__(student, width, negatives, neg_num, 0.0, lambda_c, pixel_range, contrastive, dynamic)
+        self.lambda_kd, self.lambda_aug, self.aug_prob, self.lambda_ce = lambda_kd, lambda_aug, aug_prob, lambda_ce
+        self.dmm, self.dmm_encoder = dmm, dmm_encoder
+        self.teacher = teacher
+        self.net = DistillForward(teacher, student)
+
+    def __call__(self, lr: Tensor, hr: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
         teacher, student = self.net(lr, self.width)
         if teacher.shape != student.shape:
             raise ValueError(
@@ -183,11 +213,11 @@ class KDTrainer(CSDTrainer):
         l1_s = F.l1_loss(student, hr) * self.pixel_range
         l1_kd = F.l1_loss(student, teacher) * self.pixel_range
         loss = l1_s + self.lambda_kd * l1_kd
-        terms = {"l1_student": l1_s.item(), "l1_kd": l1_kd.item()}
+        terms = {"l1_student": l1_s, "l1_kd": l1_kd}
         if self.lambda_aug > 0:
             l1_aug = F.l1_loss(student, self.teacher_on_augmented(lr)) * self.pixel_range
             loss = loss + self.lambda_aug * l1_aug
-            terms["l1_aug"] = l1_aug.item()
+            terms["l1_aug"] = l1_aug
         feats_s = feats_t = None
         if self.lambda_c > 0 or (self.lambda_ce > 0 and self.dmm_encoder is None):
             encode = self.contrastive.encode  # one encoder pass per image serves CL and DMM
@@ -195,12 +225,12 @@ class KDTrainer(CSDTrainer):
             with torch.no_grad():
                 feats_t = encode(teacher)
         if self.lambda_c > 0:
-            neg = self.make_negatives(lr)
+            neg = self.make_negatives(lr, generator)
             with torch.no_grad():
                 feats_n = [neg.gather(f) for f in self.contrastive.encode(neg.images)]
             cl = self.contrastive.combine(feats_s, feats_t, feats_n)
             loss = loss + self.lambda_c * cl
-            terms["contrastive"] = cl.item()
+            terms["contrastive"] = cl
         if self.lambda_ce > 0:
             if self.dmm_encoder is None:
                 ce = self.dmm(feats_s[-1], feats_t[-1])
@@ -209,8 +239,8 @@ class KDTrainer(CSDTrainer):
                     dmm_t = self.dmm_encoder(teacher)
                 ce = self.dmm(self.dmm_encoder(student), dmm_t)
             loss = loss + self.lambda_ce * ce
-            terms["dmm"] = ce.item()
-        terms["loss"] = loss.item()
+            terms["dmm"] = ce
+        terms["loss"] = loss
         return loss, terms
 
     @torch.no_grad()
@@ -218,6 +248,3 @@ class KDTrainer(CSDTrainer):
         """``A^-1(T(A(lr)))`` with fresh augmentations ``A`` (``aug_prob`` per image and kind)."""
         ops = draw_augmentations(lr.shape[0], self.aug_prob, device=lr.device)
         return revert_augmentation(self.teacher(augment(lr, ops)), ops)
-
-    def _val_outputs(self, lr: Tensor) -> dict[str, Tensor]:
-        return {"psnr_teacher": self.teacher(lr), "psnr_student": self.model(lr, self.width)}

@@ -1,13 +1,15 @@
 """Model files: a compact student in one safetensors file, and loading any model file the CLI accepts.
 
 A student file holds the weights plus, in its safetensors metadata under ``"csd_fast"``, a JSON
-``{"format": 1, "arch", "config", "width", "source", "kind", "weights_sha256"}``: enough to rebuild
-it with ``model_from_config`` and no teacher. ``kind`` is "student" (a compact model that runs
-only as it is) or "teacher" (a full model: other widths can be cut from it, ``--teacher`` accepts
-it); files without it are students. ``weights_sha256`` (see :func:`weights_sha256`) is checked on
-load, so a corrupt (e.g. bit-flipped) file is refused by name; files written before it existed
-load unchecked. ``save_student`` also writes that JSON beside it (``student.json``) for people and
-tools that do not read safetensors metadata. Both files are written atomically.
+``{"format_version": 2, "arch", "config", "width", "source", "kind", "weights_sha256"}``: enough
+to rebuild it with ``model_from_config`` and no teacher. ``kind`` is "student" (a compact model
+that runs only as it is) or "teacher" (a full model: other widths can be cut from it,
+``--teacher`` accepts it); files without it are students. ``weights_sha256`` (see
+:func:`weights_sha256`, over the tensors as stored) is checked on load, so a corrupt (e.g.
+bit-flipped) file is refused by name; files written before it existed load unchecked.
+``save_student`` also writes that JSON beside it (``student.json``) for people and tools that do
+not read safetensors metadata; both files are written atomically. Files of format 1
+(``"format": 1``, [0, 1]-unit parameters) are converted on load (``csd_fast.checkpoint``).
 """
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import FORMAT_VERSION, model_state_from_file
 from .fileio import atomic_write_bytes, atomic_write_text
 from .models import SlimSRModel, check_width, get_arch, model_from_config
 
 META_KEY = "csd_fast"
-FORMAT = 1
 
 
 def _json_config(config: dict) -> dict:
@@ -60,8 +62,8 @@ def save_student(model: SlimSRModel, path, width: float | None = None, source: s
     if path.suffix != ".safetensors":
         raise ValueError(f"path: expected a file name ending in .safetensors, got {str(path)!r}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    info = {"format": FORMAT, "arch": model.arch, "config": _json_config(model.config), "width": width, "source": source,
-            "kind": kind, "weights_sha256": weights_sha256(tensors)}
+    info = {"format_version": FORMAT_VERSION, "arch": model.arch, "config": _json_config(model.config), "width": width,
+            "source": source, "kind": kind, "weights_sha256": weights_sha256(tensors)}
     atomic_write_bytes(path, save(tensors, metadata={META_KEY: json.dumps(info)}))
     atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     return path
@@ -99,15 +101,18 @@ def load_student(path, device="cpu") -> SlimSRModel:
     info = read_student_info(path)
     if info is None:
         raise ValueError(f"{path}: no {META_KEY!r} metadata; expected a file written by csd_fast.save_student")
-    if info.get("format") != FORMAT:
-        raise ValueError(f"{path}: student file format {info.get('format')!r}, expected {FORMAT}")
+    version = info.get("format_version", info.get("format"))
     tensors = load_file(str(path))
     stored = info.get("weights_sha256")
     if stored is not None and weights_sha256(tensors) != stored:
         raise ValueError(f"{path}: the weights do not match the checksum stored in the file (sha256 {stored[:12]}...); "
                          "the file is corrupt: copy or export it again")
+    try:
+        state = model_state_from_file(tensors, version, info["arch"])
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     model = model_from_config(info["arch"], info["config"])
-    model.load_state_dict(tensors)
+    model.load_state_dict(state)
     if info.get("kind", "student") == "student":  # a teacher file keeps all its widths
         model.export_info = {"width": info.get("width"), "source": info.get("source")}
     return model.to(device).eval()
@@ -191,7 +196,10 @@ def load_model(path, device="cpu", **hints) -> LoadedModel:
     obj = load_checkpoint(str(path))
     if isinstance(obj, dict) and {"arch", "model_config", "model"} <= set(obj):
         model = model_from_config(obj["arch"], dict(obj["model_config"]))
-        model.load_state_dict(obj["model"])
+        try:
+            model.load_state_dict(model_state_from_file(obj["model"], obj.get("format_version"), obj["arch"]))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         info = {"step": obj.get("step"), "history": obj.get("history", [])}
         return LoadedModel(model.to(device).eval(), "checkpoint", obj.get("width"), info)
     teacher, fmt = load_teacher(obj, source=str(path), **hints)

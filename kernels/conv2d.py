@@ -11,8 +11,12 @@ a run of contiguous NHWC channels of one output pixel: coalesced stores.
 Index math (what the sm_90 main loop spends its issue slots on): offsets within an image are int32
 (the launcher checks every per-image extent < 2^31), 64-bit only for the image base pointer; the
 border masks of the k*k taps are computed once per tile into a bit set, and a tap's spatial shift
-is one scalar offset for the whole tile. A tile of BLOCK_M pixels is (BLOCK_M // TILE_W) image rows
-of TILE_W pixels, so neighbouring taps re-read lines the same program just loaded.
+is one scalar offset for the whole tile, advanced incrementally (no division in the K loop). A tile of BLOCK_M pixels is (BLOCK_M // TILE_W) image rows
+of TILE_W pixels, so neighbouring taps re-read lines the same program just loaded (the A loads go
+through L1: ``.ca``). Autotune winners are cached on disk (``tune_cache.py``).
+
+3x3 convs to at most 4 channels without residual, pooling or input mean (the SR tail) go to
+``conv2d_small_out.py``, which reads its input once instead of once per tap.
 
 Tensors are indexed through their strides as logical ``[N, C, H, W]``: channels_last (NHWC) is the
 fast layout, but the head reads the NCHW input and the tail writes the NCHW output directly, and
@@ -115,11 +119,15 @@ def _conv2d_kernel(
     k_blocks = tl.cdiv(C_IN, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     # a compile-time trip count (written inline: Triton 3.6's interpreter needs a literal constexpr here)
+    # the tap (t = dh*KSIZE + dw) and its spatial shift are loop-carried scalars, advanced after the
+    # tap's last channel block: no division in the loop
+    tap = 0
+    dw = 0
+    shift = -(KSIZE // 2) * (sxh + sxw)
     for step in range(0, KSIZE * KSIZE * tl.cdiv(C_IN, BLOCK_K)):
-        tap = step // k_blocks  # scalars: the tap's shift is one offset for the whole tile
-        ci = (step % k_blocks) * BLOCK_K + ks
+        kb = step % k_blocks
+        ci = kb * BLOCK_K + ks
         ci_mask = ci < C_IN
-        shift = (tap // KSIZE - KSIZE // 2) * sxh + (tap % KSIZE - KSIZE // 2) * sxw
         a_mask = (((inside_bits >> tap) & 1) != 0)[:, None] & ci_mask[None, :]
         # .ca: through L1, where the tile's neighbouring taps find the lines this program just read
         a = tl.load(x_pix + (shift + ci * sxc)[None, :], mask=a_mask, other=0.0, cache_modifier=".ca")
@@ -128,6 +136,13 @@ def _conv2d_kernel(
             a = tl.where(a_mask, a.to(tl.float32) - mu[None, :], 0.0)
         b = tl.load(w_cols + ((tap * C_IN + ci) * swk)[:, None], mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
         acc = tl.dot(a.to(b.dtype), b, acc, input_precision=DOT_PRECISION)
+        if kb == k_blocks - 1:  # next tap: one column right, or the first column of the next row
+            tap += 1
+            dw += 1
+            shift += sxw
+            if dw == KSIZE:
+                dw = 0
+                shift += sxh - KSIZE * sxw
 
     out_mask = row_mask[:, None] & co_mask[None, :]
     if HAS_BIAS:

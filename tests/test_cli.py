@@ -9,7 +9,10 @@ from PIL import Image
 
 from _sr_folders import make_folder, tiny_train_args
 from csd_fast.cli import build_parser, main
-from csd_fast.commands.train import DEFAULTS, resolve_options
+from dataclasses import replace
+
+from csd_fast.commands.train import resolve_options
+from csd_fast.options import TrainOptions, cli_defaults, cli_fields
 from csd_fast.data import load_image
 from csd_fast.student_io import load_model, load_student
 
@@ -52,11 +55,11 @@ def test_config_then_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("arch: rcan\nlambda-c: 50\nbundled: true\nmodel_args: {n_feats: 16}\n")
     opts = resolve_options(_parse(["train", "--config", str(cfg), "--lambda-c", "7", "--model-arg", "reduction=4"]))
-    assert opts["arch"] == "rcan" and opts["lambda_c"] == 7.0 and opts["bundled"] is True
-    assert opts["model_args"] == {"n_feats": 16, "reduction": 4}
-    assert opts["width"] == DEFAULTS["width"]
+    assert opts.arch == "rcan" and opts.lambda_c == 7.0 and opts.bundled is True
+    assert opts.model_args == {"n_feats": 16, "reduction": 4}
+    assert opts.width == TrainOptions().width and opts.out == "runs/train"
     (tmp_path / "c.json").write_text(json.dumps({"div2k": "x", "steps": 5}))
-    assert resolve_options(_parse(["train", "--config", str(tmp_path / "c.json")]))["steps"] == 5
+    assert resolve_options(_parse(["train", "--config", str(tmp_path / "c.json")])).steps == 5
 
 
 def test_config_errors_name_the_key(tmp_path, capsys):
@@ -70,10 +73,44 @@ def test_config_errors_name_the_key(tmp_path, capsys):
     assert "--model-arg: expected KEY=VALUE, got 'n_feats'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("line, message", [
+    ("batch: \"4\"", "batch in {cfg}: expected int >= 1, got '4'"),
+    ("batch: 0", "batch in {cfg}: expected int >= 1, got 0"),
+    ("width: 1.5", "width in {cfg}: expected float > 0.0 and <= 1.0, got 1.5"),
+    ("checkpoint_every: 0", "checkpoint_every in {cfg}: expected int >= 1, got 0"),
+    ("patch: 0", "patch in {cfg}: expected int >= 1 or null, got 0"),
+    ("bundled: \"false\"", "bundled in {cfg}: expected bool, got 'false'"),
+    ("val_every: -2", "val_every in {cfg}: expected int >= 1 or null, got -2"),
+    ("max_minutes: -1", "max_minutes in {cfg}: expected float > 0.0 or null, got -1"),
+    ("negatives: bogus", "negatives in {cfg}: expected one of ['official', 'others', 'self-blur', 'dynamic'], got 'bogus'"),
+    ("lr: fast", "lr in {cfg}: expected float > 0.0, got 'fast'"),
+    ("lr: .inf", "lr in {cfg}: expected float > 0.0, got inf"),
+    ("vgg_input: bgr", "vgg_input in {cfg}: expected one of ['official', 'imagenet'], got 'bgr'"),
+])
+def test_config_values_are_checked_before_anything_is_built(tmp_path, capsys, monkeypatch, line, message):
+    import csd_fast.commands.train as train_cmd
+
+    monkeypatch.setattr(train_cmd, "_train", lambda *a: pytest.fail("built something from a bad config"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"bundled: true\n{line}\n" if not line.startswith("bundled") else line + "\ntrain_hr: x\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(cfg=cfg) in err and len(err.strip().splitlines()) == 1
+
+
+def test_yaml_numbers_as_strings_are_read_as_floats(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("bundled: true\nlr: 1e-4\nwidth: \"0.5\"\nlr_milestones: [0.5, 3000]\n")  # PyYAML: '1e-4' is a str
+    opts = resolve_options(_parse(["train", "--config", str(cfg)]))
+    assert opts.lr == 1e-4 and opts.width == 0.5 and opts.lr_milestones == [0.5, 3000.0]
+    flags = resolve_options(_parse(["train", "--bundled", "--vgg-input", "imagenet", "--lr-gamma", "0.5"]))
+    assert flags.vgg_input == "imagenet" and flags.lr_gamma == 0.5
+
+
 def test_every_train_flag_is_a_config_key():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in train._actions} - {"help", "config", "func", "debug"}
-    assert dests == set(DEFAULTS)
+    assert dests == {f.name for f in cli_fields()}
 
 
 def test_train_writes_everything(trained):
@@ -192,11 +229,11 @@ def test_data_sources_resolve(folders, tmp_path, monkeypatch):
     make_folder(div2k / "DIV2K_train_HR", n=2, size=40)
     bench = tmp_path / "benchmark"
     make_folder(bench / "Set5" / "HR", "test", n=2, size=24)
-    opts = dict(DEFAULTS, div2k=str(div2k), patch=16, quiet=True)
+    opts = replace(cli_defaults(), div2k=str(div2k), patch=16, quiet=True)
     ds = _train_set(opts, 2)
     assert len(ds) == 2 and ds[0][1].shape == (3, 16, 16)
     monkeypatch.setattr(csd_fast.data, "bundled_images", lambda split, max_side=None: [("a", torch.rand(3, 20, 20))])
-    assert len(_train_set(dict(DEFAULTS, bundled=True, patch=8), 2)) == 1
+    assert len(_train_set(replace(cli_defaults(), bundled=True, patch=8), 2)) == 1
     sets = eval_sets(["Set5", "bundled", str(folders["val"])], 2, data_root=bench)
     assert [(name, len(d)) for name, d in sets] == [("Set5", 2), ("bundled", 1), ("val", 2)]
     with pytest.raises(ValueError, match="benchmark names need --data-root"):

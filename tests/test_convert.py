@@ -1,5 +1,7 @@
 """Foreign checkpoints: fake state dicts with the real key names of each code base, built by hand from
-our own model's weights (inverse pixel-range scaling included), must load back to the same function."""
+our own model's weights, must load back to the same function. Our parameters are in the official
+8-bit units: EDSR-PyTorch / official CSD / BasicSR tensors are copied as they are; a network trained
+on [0, 1] (original CARN) has every bias / 255 and RCAN's attention up-conv weight x 255."""
 import re
 import warnings
 
@@ -22,20 +24,18 @@ def _randomized(model):
     return model.eval()
 
 
+def _in_range(key, v, rng):
+    """A tensor of ours (8-bit units) as a network trained on pixel range ``rng`` holds it."""
+    f = rng / 255.0
+    if key.endswith(".ca.up.weight"):
+        return v / f
+    if key.endswith("bias") and ".ca.up." not in key:
+        return v * f
+    return v.clone()
+
+
 def _shift(prefix, mean, rng):
     return {f"{prefix}.weight": torch.eye(3).view(3, 3, 1, 1), f"{prefix}.bias": torch.tensor(mean) * rng}
-
-
-def _biases_scaled(k, v, rng):
-    """Our [0, 1] conv + ReLU tensor on the ``rng`` pixel range: biases times the range."""
-    return v * rng if k.endswith("bias") else v.clone()
-
-
-def _rcan_scaled(k, v, rng):
-    """Our [0, 1] RCAN tensor on the ``rng`` pixel range (the attention's up conv takes weight / range)."""
-    if ".ca.up." in k:
-        return v / rng if k.endswith("weight") else v.clone()
-    return _biases_scaled(k, v, rng)
 
 
 def _subs(*rules):
@@ -47,11 +47,11 @@ def _subs(*rules):
     return rename
 
 
-def mean_shift_state(m, rng, rename, scaled=_biases_scaled):
+def mean_shift_state(m, rng, rename):
     """A code base with 1x1 mean-shift convs (``sub_mean``/``add_mean``, bias = -/+ range * mean): every
     tensor of ``m`` but its mean, under ``rename(key)`` and on the ``rng`` pixel range."""
     out = {**_shift("sub_mean", [-v for v in m.config["rgb_mean"]], rng), **_shift("add_mean", m.config["rgb_mean"], rng)}
-    out.update({rename(k): scaled(k, v, rng) for k, v in m.state_dict().items() if k != "mean_shift.mean"})
+    out.update({rename(k): _in_range(k, v, rng) for k, v in m.state_dict().items() if k != "mean_shift.mean"})
     return out
 
 
@@ -84,8 +84,7 @@ def rcan_original_state(m, rng=255.0):
         (r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.body.\2."), (r"\.conv1\.", ".body.0."), (r"\.conv2\.", ".body.2."),
         (r"\.ca\.down\.", ".body.3.conv_du.0."), (r"\.ca\.up\.", ".body.3.conv_du.2."),
         (r"^groups\.(\d+)\.conv\.", rf"body.\1.body.{b}."), (r"^head\.", "head.0."), (r"^body_conv\.", f"body.{g}."),
-        (r"^upsampler\.convs\.(\d)\.", lambda mm: f"tail.0.{2 * int(mm[1])}."), (r"^tail\.(weight|bias)", r"tail.1.\1")),
-        _rcan_scaled)
+        (r"^upsampler\.convs\.(\d)\.", lambda mm: f"tail.0.{2 * int(mm[1])}."), (r"^tail\.(weight|bias)", r"tail.1.\1")))
 
 
 def csd_official_rcan_state(m, rng=255.0):
@@ -96,7 +95,7 @@ def csd_official_rcan_state(m, rng=255.0):
         (r"\.ca\.down\.", ".caLayer.conv_du.0."), (r"\.ca\.up\.", ".caLayer.conv_du.1."),
         (r"^groups\.(\d+)\.conv\.", r"body.\1.conv."), (r"^head\.", "head_conv."),
         (r"^upsampler\.convs\.", "upsampler.blocks."), (r"^tail\.", "tail_conv."))
-    return official_trainer_file({"module." + k: v for k, v in mean_shift_state(m, rng, rename, _rcan_scaled).items()})
+    return official_trainer_file({"module." + k: v for k, v in mean_shift_state(m, rng, rename).items()})
 
 
 def csd_official_carn_state(m, rng=255.0):
@@ -119,7 +118,7 @@ def basicsr_edsr_state(m):
         k = re.sub(r"^body_conv\.", "conv_after_body.", k)
         k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"upsample.{2 * int(mm[1])}.", k)
         k = re.sub(r"^tail\.", "conv_last.", k)
-        out[k] = v * 255 if k.endswith("bias") else v.clone()
+        out[k] = v.clone()
     return {"params": out}
 
 
@@ -128,10 +127,6 @@ def basicsr_rcan_state(m):
     for k, v in m.state_dict().items():
         if k == "mean_shift.mean":
             continue
-        if ".ca.up.weight" in k:
-            v = v / 255
-        elif k.endswith("bias") and ".ca.up." not in k:
-            v = v * 255
         k = re.sub(r"^groups\.(\d+)\.blocks\.(\d+)\.", r"body.\1.residual_group.\2.", k)
         k = k.replace(".conv1.", ".rcab.0.").replace(".conv2.", ".rcab.2.")
         k = k.replace(".ca.down.", ".rcab.3.attention.1.").replace(".ca.up.", ".rcab.3.attention.3.")
@@ -153,6 +148,7 @@ def carn_official_state(m, multi_scale=False):
     for k, v in m.state_dict().items():
         if k == "mean_shift.mean":
             continue
+        v = _in_range(k, v, 1.0)
         k = re.sub(r"^head\.", "entry.", k)
         k = re.sub(r"^tail\.", "exit.", k)
         k = re.sub(r"^body\.units\.(\d)\.units\.(\d)\.conv1\.", lambda mm: f"b{int(mm[1]) + 1}.b{int(mm[2]) + 1}.body.0.", k)
@@ -160,7 +156,7 @@ def carn_official_state(m, multi_scale=False):
         k = re.sub(r"^body\.units\.(\d)\.fuse\.(\d)\.", lambda mm: f"b{int(mm[1]) + 1}.c{int(mm[2]) + 1}.body.0.", k)
         k = re.sub(r"^body\.fuse\.(\d)\.", lambda mm: f"c{int(mm[1]) + 1}.body.0.", k)
         k = re.sub(r"^upsampler\.convs\.(\d)\.", lambda mm: f"{up}{3 * int(mm[1])}.", k)
-        out[k] = v.clone()
+        out[k] = v
     if multi_scale:  # the other scales' upsamplers, ignored on load
         out["upsample.up3.body.0.weight"] = torch.zeros(9 * m.config["n_feats"], m.config["n_feats"], 3, 3)
         out["upsample.up3.body.0.bias"] = torch.zeros(9 * m.config["n_feats"])
@@ -268,6 +264,50 @@ def test_scale_hint_must_agree():
     foreign = edsr_pytorch_state(build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1))
     with pytest.raises(ValueError, match="scale: .* is a x2"):
         load_teacher_state(foreign, scale=4)
+
+
+@torch.no_grad()
+def test_official_parameters_load_unchanged():
+    """Official CSD / EDSR-PyTorch tensors are our parameters as they are (both run on the 8-bit scale):
+    a hand-built state dict loads bit for bit, and the model equals the official forward on 255-scale
+    images: ``f_official(255 x) / 255``, written here with plain convs."""
+    gen = torch.Generator().manual_seed(0)
+    c, scale = 4, 2
+    t = lambda *shape: torch.randn(*shape, generator=gen) * 0.1
+    official = {
+        "module.head.weight": t(c, 3, 3, 3), "module.head.bias": t(c),
+        "module.body.0.conv1.weight": t(c, c, 3, 3), "module.body.0.conv1.bias": t(c) * 50,
+        "module.body.0.conv2.weight": t(c, c, 3, 3), "module.body.0.conv2.bias": t(c) * 50,
+        "module.body_conv.weight": t(c, c, 3, 3), "module.body_conv.bias": t(c) * 50,
+        "module.upsampler.blocks.0.weight": t(4 * c, c, 3, 3), "module.upsampler.blocks.0.bias": t(4 * c) * 50,
+        "module.tail_conv.weight": t(3, c, 3, 3), "module.tail_conv.bias": t(3) * 50,
+        **_shift("module.sub_mean", [-v for v in MEAN], 255.0), **_shift("module.add_mean", MEAN, 255.0),
+    }
+    model, fmt = load_teacher(official, res_scale=0.1)
+    assert fmt == "csd-official"
+    mine = model.state_dict()
+    for ours, theirs in [("head.weight", "head.weight"), ("body.0.conv1.bias", "body.0.conv1.bias"),
+                         ("body_conv.bias", "body_conv.bias"), ("upsampler.convs.0.bias", "upsampler.blocks.0.bias"),
+                         ("tail.weight", "tail_conv.weight"), ("tail.bias", "tail_conv.bias")]:
+        assert torch.equal(mine[ours], official["module." + theirs]), ours
+    conv = lambda x, name: torch.nn.functional.conv2d(x, official[f"module.{name}.weight"], official[f"module.{name}.bias"], padding=1)
+    x = torch.rand(1, 3, 7, 6, generator=gen)
+    x255 = x * 255 - torch.tensor(MEAN).view(1, 3, 1, 1) * 255
+    h = conv(x255, "head")
+    r = h + 0.1 * conv(torch.relu(conv(h, "body.0.conv1")), "body.0.conv2")
+    r = conv(r, "body_conv") + h
+    y = conv(torch.nn.functional.pixel_shuffle(conv(r, "upsampler.blocks.0"), scale), "tail_conv")
+    y = y + torch.tensor(MEAN).view(1, 3, 1, 1) * 255
+    torch.testing.assert_close(model.eval()(x), y / 255, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rng", [1.0, 255.0])
+@torch.no_grad()
+def test_edsr_pytorch_of_either_range_gives_the_same_function(rng):
+    ours = _randomized(build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=2, res_scale=1.0, rgb_mean=MEAN))
+    model, _ = load_teacher(edsr_pytorch_state(ours, rng=rng), rgb_range=rng)
+    x = torch.rand(1, 3, 9, 8)
+    torch.testing.assert_close(model.eval()(x), ours(x), atol=2e-5, rtol=1e-4)
 
 
 def test_guessed_hyperparameters_are_warned_and_official_csd_res_scale_is_0_1():

@@ -33,6 +33,7 @@ from test_contrastive_op import GRAD_RTOL, LOSS_RTOL, SHAPES
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "csrc" / "cuda" / "contrastive_kernels.cu"
 SIMT = Path(__file__).resolve().parent / "simt"
+CHECKS = SIMT / "emulator_checks.cu"
 GXX = shutil.which("g++")
 DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}  # csd_dtype
 GUARD = 64  # NaN elements on each side of every buffer
@@ -51,10 +52,10 @@ def translate(source: str, path: Path) -> str:
     return f'#line 1 "{path}"\n{source}'
 
 
-def build(source: str, out_dir: Path) -> ctypes.CDLL:
+def build(source: str, out_dir: Path, origin: Path = SOURCE) -> ctypes.CDLL:
     """Compiles the (translated) kernel source with the emulator into a shared library."""
     cpp = out_dir / "kernels.cpp"
-    cpp.write_text(translate(source, SOURCE))
+    cpp.write_text(translate(source, origin))
     lib = out_dir / "libkernels.so"
     command = [
         GXX, "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Wno-unknown-pragmas", "-DCSD_CUDA_TARGET_BLOCKS=4",
@@ -62,24 +63,64 @@ def build(source: str, out_dir: Path) -> ctypes.CDLL:
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr}"
-    return bind(ctypes.CDLL(str(lib)))
+    lib = ctypes.CDLL(str(lib))
+    lib.simt_last_message.restype = ctypes.c_char_p
+    lib.simt_set_schedule_offset.argtypes = [ctypes.c_int]
+    return lib
 
 
-def bind(lib):
+def bind_contrastive(lib):
+    """Argument types of the C launch interface (contrastive_cuda.h)."""
     P, I64, INT, F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     lib.csd_contrastive_forward_workspace.argtypes = [INT, I64, I64, I64]
     lib.csd_contrastive_forward_workspace.restype = ctypes.c_size_t
     lib.csd_contrastive_forward.argtypes = [INT, P, P, P, I64, I64, I64, I64, I64, INT, F64, F64, INT, P, P, P, P, P]
     lib.csd_contrastive_backward.argtypes = [INT, P, P, P, P, P, P, I64, I64, I64, I64, I64, INT, F64, F64, P, P, P]
-    lib.simt_last_message.restype = ctypes.c_char_p
-    lib.simt_set_schedule_offset.argtypes = [INT]
-    lib.simt_blocks.restype = ctypes.c_long
     return lib
 
 
 @pytest.fixture(scope="session")
 def kernels(tmp_path_factory):
-    return build(SOURCE.read_text(), tmp_path_factory.mktemp("cuda_on_cpu"))
+    return bind_contrastive(build(SOURCE.read_text(), tmp_path_factory.mktemp("cuda_on_cpu")))
+
+
+@pytest.fixture(scope="session")
+def checks(tmp_path_factory):
+    lib = build(CHECKS.read_text(), tmp_path_factory.mktemp("simt_checks"), CHECKS)
+    lib.run_check.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    return lib
+
+
+def test_emulated_warp_shuffles(checks):
+    values = torch.randperm(1000)[:64].int()
+    out = torch.zeros(64, 4, dtype=torch.int32)
+    check(checks, checks.run_check(0, values.data_ptr(), out.data_ptr(), 0))
+    t = torch.arange(64)
+    lane, first = t % 32, t - t % 32
+    down = torch.where(lane + 3 < 32, t + 3, t)  # out-of-range sources keep their own value
+    up = torch.where(lane >= 5, t - 5, t)
+    want = torch.stack([values[down], values[up], values[first + (lane ^ 9)], values[first + 7]], 1)
+    assert torch.equal(out, want)
+
+
+def test_emulated_atomics_and_dynamic_shared_memory(checks):
+    count, total = torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+    check(checks, checks.run_check(1, count.data_ptr(), total.data_ptr(), 0))
+    assert count.item() == 300 and total.item() == 150.0
+    out = torch.zeros(96)
+    check(checks, checks.run_check(6, out.data_ptr(), None, 64 * 1024))  # > 48 KB after opting in
+    assert torch.equal(out, 95 - torch.arange(96.0))
+
+
+@pytest.mark.parametrize("which,message", [
+    (2, "deadlock|exited while others wait"), (3, "deadlock|exited while others wait"),
+    (4, "misaligned __ldg of a 16-byte value"), (5, "exceeds the kernel's limit"),
+])  # fmt: skip
+def test_emulator_reports_what_a_gpu_would_not_survive(checks, which, message):
+    """Barriers some threads never reach, misaligned vector loads, too much shared memory."""
+    a, b = torch.zeros(256), torch.zeros(256)
+    assert checks.run_check(which, a.data_ptr(), b.data_ptr(), 100 * 1024) != 0  # > any limit set above
+    assert re.search(message, checks.simt_last_message().decode())
 
 
 def guarded(t: torch.Tensor, shift: int = 0) -> torch.Tensor:
@@ -257,7 +298,7 @@ def test_mutations_fail(mutation, tmp_path):
     old, new, shape = MUTATIONS[mutation]
     source = SOURCE.read_text()
     assert source.count(old) == 1, f"mutation {mutation!r} no longer applies to {SOURCE.name}"
-    lib = build(source.replace(old, new), tmp_path)
+    lib = bind_contrastive(build(source.replace(old, new), tmp_path))
     anchor, positive, negatives = inputs(shape, 3, shared=True)
     want = reference(anchor, positive, negatives, "sample")
     with pytest.raises(AssertionError):

@@ -299,7 +299,7 @@ def test_dynamic_history_is_checkpointed_and_resumed(tmp_path):
     assert state["dynamic"]["last_refresh"] == 2
     torch.manual_seed(1)
     b = CSDTrainer(tiny_edsr(), width=0.5, negatives="dynamic", dynamic_options=opts, contrastive=tiny_cl(),
-                   out_dir=str(tmp_path), progress=False)
+                   out_dir=str(tmp_path), progress=False, batch_size=4)  # the run's options, as recorded
     assert b.resume() and b.dynamic.last_refresh == 2
     for p, q in zip(a.dynamic.history.parameters(), b.dynamic.history.parameters()):
         assert torch.equal(p, q)

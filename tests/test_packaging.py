@@ -89,9 +89,9 @@ def test_missing_training_extras_are_named_in_one_line(argv, needs, tmp_path):
 
 def test_bundled_training_defaults_to_the_demo_size():
     opts = resolve_options(build_parser().parse_args(["train", "--bundled"]))
-    assert opts["preset"] == "demo" and opts["steps"] == 2000
-    assert build_model(opts["arch"], scale=4, preset=opts["preset"]).num_params(1.0) < 2_000_000  # not the 43M paper EDSR
+    assert opts.preset == "demo" and opts.steps == 2000
+    assert build_model(opts.arch, scale=4, preset=opts.preset).num_params(1.0) < 2_000_000  # not the 43M paper EDSR
     opts = resolve_options(build_parser().parse_args(["train", "--bundled", "--preset", "paper", "--steps", "7"]))
-    assert opts["preset"] == "paper" and opts["steps"] == 7  # given values win
+    assert opts.preset == "paper" and opts.steps == 7  # given values win
     opts = resolve_options(build_parser().parse_args(["train", "--train-hr", "x"]))
-    assert opts["preset"] == "paper" and opts["steps"] == 300_000
+    assert opts.preset == "paper" and opts.steps == 300_000

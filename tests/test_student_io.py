@@ -50,7 +50,7 @@ def test_load_student_refuses_foreign_file(tmp_path):
 @torch.no_grad()
 def test_load_model_accepts_checkpoint_and_student(tmp_path):
     teacher = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1).eval()
-    ckpt = {"step": 3, "arch": "edsr", "model_config": teacher.config, "width": 0.5,
+    ckpt = {"format_version": 2, "step": 3, "arch": "edsr", "model_config": teacher.config, "width": 0.5,
             "model": teacher.state_dict(), "history": []}
     torch.save(ckpt, tmp_path / "checkpoint.pt")
     got = load_model(tmp_path / "checkpoint.pt")
@@ -121,6 +121,35 @@ def test_teacher_file_is_a_teacher(tmp_path):
 
     with torch.no_grad():
         torch.testing.assert_close(accelerate(load_student(path), width=0.5)(x), teacher(x, 0.5), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["edsr", "rcan", "carn"])
+@torch.no_grad()
+def test_old_format_files_load_to_the_same_outputs(arch, tmp_path):
+    """Files of csd_fast before format_version 2 hold parameters of a network run on [0, 1] (the same
+    frame without the x255 / /255, i.e. img_range = 1). Loading them converts to today's 8-bit units
+    and must give the outputs the old version gave."""
+    old = build_model(arch, scale=2, preset="demo")
+    old.img_range = 1.0  # the old forward
+    for p in old.parameters():
+        p.add_(torch.randn_like(p) * 0.05)  # biases and attention weights far from zero
+    x = torch.rand(1, 3, 9, 10)
+    expected = old.eval()(x)
+    state = {k: v.clone() for k, v in old.state_dict().items()}
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"step": 3, "arch": arch, "model_config": old.config, "width": 0.5, "model": state}, ckpt)
+    loaded = load_model(ckpt)
+    assert loaded.model.img_range == 255.0
+    torch.testing.assert_close(loaded.model(x), expected, atol=1e-5, rtol=1e-4)
+    student = tmp_path / "old.safetensors"
+    info = {"format": 1, "arch": arch, "config": {k: list(v) if isinstance(v, tuple) else v for k, v in old.config.items()},
+            "width": None, "source": None}
+    save_file(state, str(student), metadata={"csd_fast": json.dumps(info)})
+    torch.testing.assert_close(load_student(student)(x), expected, atol=1e-5, rtol=1e-4)
+    new = tmp_path / "new.safetensors"
+    save_student(load_student(student), new)  # written again: today's version, no conversion on load
+    assert read_student_info(new)["format_version"] == 2
+    torch.testing.assert_close(load_student(new)(x), expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("arch, over, tiling, radius", [

@@ -6,8 +6,8 @@ A :class:`CheckpointFormat` recognizes its code base from the keys of a canonica
 the model config, the rules mapping csd_fast keys to the checkpoint's, the pixel range, the
 checkpoint keys consumed without a counterpart, and ``guessed``: the hyperparameters the file
 cannot tell (res_scale, RGB mean, pixel range) that were guessed, which ``csd_fast.convert`` warns
-about. ``rescale`` turns a tensor on the ``rng`` pixel
-range into csd_fast's [0, 1] convention (see ``csd_fast.convert``).
+about. Tensors on another pixel range than csd_fast's 8-bit scale are rescaled by the
+architecture's ``rescale`` (see ``csd_fast.convert``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from torch import Tensor
 
 from .slim import DIV2K_RGB_MEAN
 
@@ -30,17 +29,11 @@ class KeyPlan:
     guessed: list = field(default_factory=list)  # "name=value (why)" for each guessed hyperparameter
 
 
-def divide_biases(key: str, t: Tensor, rng: float) -> Tensor:
-    """conv + ReLU networks commute with scaling: every bias between the mean shifts is divided by the range."""
-    return t / rng if key.endswith(".bias") else t
-
-
 @dataclass(frozen=True)
 class CheckpointFormat:
     name: str
     detect: Callable[[set], bool]
     plan: Callable[..., KeyPlan]  # plan(sd, scale, res_scale, rgb_range)
-    rescale: Callable[[str, Tensor, float], Tensor] = divide_biases
 
 
 def count(sd, pattern: str) -> int:

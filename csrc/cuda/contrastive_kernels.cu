@@ -16,17 +16,19 @@
 //     memory, then grad_anchor (and grad_positive) written with 16-byte stores.
 // 16-byte vector loads/stores when every base pointer is 16-byte aligned and m and the
 // negative strides are multiples of the vector width; else scalar (coalesced) accesses.
+// Negatives that do not fit the shared-memory budget (K > 19 at fp32) are read per sample.
 // Accumulation in fp32 (fp64 for double inputs); offsets in int64.
 //
 // L2 traffic, ESTIMATE from this access pattern (no GPU was used): VGG19 taps of 192x192
 // patches, B = 16, K = 10 shared, fp32, forward + backward, grad_positive not requested.
-// Unique bytes: forward reads a, p, n; backward reads a, p, n and writes grad_a:
-// 4 * sum_j m_j * (2 * (2B + K) + B) = 4 * 4.50M * 100 = 1.80 GB. Requested from L2:
-// the same plus negatives re-read by the extra sample groups of the two small taps (relu4_1:
-// 144 tiles -> 2 groups, relu5_1: 36 tiles -> 8 groups), the partials (written and read
-// once) and the per-block coefficient reads: 1.83 GB, 1.02x the unique bytes (v1, which
-// read every shared negative once per sample: ~4.5x). `python bench/loss.py --l2-estimate`
-// prints this model per tap.
+// Unique bytes: the forward reads a, p, n; the backward reads them again and writes grad_a:
+// 4 * sum_j m_j * (2 * (2B + K) + B) = 1799 MB. Requested from L2: anchors and positives
+// once per sample, each negative tile once per block (parked in shared memory), grad_a once,
+// plus the negatives re-read by the extra sample groups of the two small taps (relu4_1:
+// 144 tiles -> 2 groups, relu5_1: 36 tiles -> 8 groups), the partials (written, read once)
+// and the num/den reads of the backward blocks: 1869 MB, 1.04x the unique bytes (v1 read
+// every shared negative once per sample: ~4.5x). At patch 96 the small taps split into more
+// groups: 1.28x. `python bench/loss.py --l2-estimate` prints this model per tap.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

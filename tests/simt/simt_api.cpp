@@ -11,6 +11,4 @@ const char* simt_last_message() {
   simt::runtime().last_message.clear();
   return message.c_str();
 }
-long simt_launches() { return simt::runtime().launches; }
-long simt_blocks() { return simt::runtime().blocks; }
 }

@@ -243,7 +243,6 @@ struct Runtime {
   std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute
   std::vector<unsigned char> dynamic_smem;
   Stacks stacks;
-  long launches = 0, blocks = 0;
 };
 inline Runtime& runtime() {
   static Runtime r;
@@ -277,7 +276,6 @@ struct Launch {
       return launch_error(cudaErrorInvalidValue, "dynamic shared memory " + std::to_string(smem) +
                                                      " bytes exceeds the kernel's limit");
     }
-    ++r.launches;
     const std::function<void()> body = [&] { kernel(Params(args)...); };
     r.dynamic_smem.assign(smem + 16, 0);
     for (unsigned z = 0; z < grid.z; ++z) {
@@ -304,7 +302,6 @@ struct Launch {
           }
           std::fill(r.dynamic_smem.begin(), r.dynamic_smem.end(), 0xff);  // NaN in every float type
           b.body = &body;
-          ++r.blocks;
           if (!run_block(b, r.stacks)) {
             return launch_error(cudaErrorLaunchFailure, "block (" + std::to_string(x) + ", " + std::to_string(y) +
                                                             ", " + std::to_string(z) + "): " + b.error);

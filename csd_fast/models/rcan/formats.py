@@ -1,12 +1,13 @@
 """RCAN checkpoints of BasicSR, the original RCAN code (yulunzhang/RCAN, also EDSR-PyTorch's
-``rcan.py``) and the official CSD code (see ``csd_fast.convert``).
+``rcan.py``) and the official CSD code (see ``csd_fast.convert``), and how RCAN's parameters change
+with the network's internal pixel scale (``rescale``).
 
-The channel attention ends in a sigmoid, which does not commute with the pixel range: its second
-1x1 conv gets ``weight * range`` and keeps its bias; every other bias is divided by the range.
 The original and official-CSD files hold their mean shifts (RGB mean times the pixel range); the
 range is guessed from them unless ``rgb_range=`` is passed. ``res_scale`` is unused by RCAN.
 """
 from __future__ import annotations
+
+from torch import Tensor
 
 from ..formats import (
     CheckpointFormat, KeyPlan, basicsr_frame, basicsr_range, count, mean_from_shift, numbered, range_from_shift,
@@ -73,17 +74,20 @@ def _csd_official(sd, scale, res_scale, rgb_range) -> KeyPlan:
     return KeyPlan(config, rules, rng, list(_MEAN_SHIFTS), guessed)
 
 
-def _rescale(key, t, rng):
+def rescale(key: str, t: Tensor, factor: float) -> Tensor:
+    """The parameter after the internal pixel scale is multiplied by ``factor`` (same function): biases
+    x factor, except in the channel attention, which ends in a sigmoid (no scaling commutes with it):
+    its up-conv weight / factor (its input grew by ``factor``), its bias kept."""
     if ".ca.up." in key:
-        return t * rng if key.endswith(".weight") else t
-    return t / rng if key.endswith(".bias") else t
+        return t / factor if key.endswith(".weight") else t
+    return t * factor if key.endswith(".bias") else t
 
 
 FORMATS = (
     CheckpointFormat("basicsr-rcan", lambda keys: "conv_first.weight" in keys and any(".rcab." in k for k in keys),
-                     _basicsr, rescale=_rescale),
+                     _basicsr),
     CheckpointFormat("rcan-original", lambda keys: {"head.0.weight", "body.0.body.0.body.3.conv_du.0.weight"} <= keys,
-                     _original, rescale=_rescale),
+                     _original),
     CheckpointFormat("csd-official-rcan", lambda keys: {"head_conv.weight", "body.0.body.0.caLayer.conv_du.0.weight"} <= keys,
-                     _csd_official, rescale=_rescale),
+                     _csd_official),
 )
