@@ -2,7 +2,9 @@
 
 ``_C`` (the contrastive-loss op) is always built for the CPU (C++/OpenMP); its CUDA part is
 added only when the installed torch has CUDA and nvcc is found. Install with
-``pip install --no-build-isolation -e .`` so the extension builds against the installed torch.
+``pip install --no-build-isolation -e .`` so the extension builds against the installed torch
+(pyproject.toml lists the build requirements for an isolated build and says why not to).
+Extras: ``train`` (matplotlib, pyyaml, scikit-image), ``triton``, ``onnx``, ``test``, ``all``.
 """
 import glob
 import os
@@ -33,6 +35,8 @@ def _extensions():
 
 
 ext_modules, cmdclass = _extensions()
+TRAIN_EXTRAS = ["matplotlib>=3.6", "pyyaml>=6.0", "scikit-image>=0.21"]  # imported lazily (csd_fast.optional)
+ONNX_EXTRAS = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17"]
 
 setup(
     name="csd_fast",
@@ -41,20 +45,21 @@ setup(
     packages=find_packages(include=["csd_fast", "csd_fast.*"]) + ["csd_fast.kernels"],
     package_dir={"csd_fast.kernels": "kernels"},
     python_requires=">=3.10",
+    license="MIT",
+    # inference (load_student, accelerate, upscale, eval, export) needs only these
     install_requires=[
         "torch>=2.11,<2.15",
         "numpy>=1.24",
-        "pillow>=9.0",
+        "pillow>=10.1",
         "tqdm>=4.60",
         "safetensors>=0.4",
-        "matplotlib>=3.6",
-        "pyyaml>=6.0",
-        "scikit-image>=0.21",
     ],
     extras_require={
+        "train": TRAIN_EXTRAS,  # plots, YAML configs, the bundled photographs
         "triton": ["triton>=3.6,<3.10"],
-        "test": ["pytest>=7"],
-        "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17"],  # export_onnx; tests check it on ONNX Runtime
+        "onnx": ONNX_EXTRAS,  # export_onnx; tests check it on ONNX Runtime
+        "test": ["pytest>=7", *TRAIN_EXTRAS],
+        "all": [*TRAIN_EXTRAS, *ONNX_EXTRAS, "triton>=3.6,<3.10", "pytest>=7"],
     },
     entry_points={"console_scripts": ["csd-fast=csd_fast.cli:main"]},
     ext_modules=ext_modules,

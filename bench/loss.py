@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from csd_fast import ops
+from csd_fast.fileio import atomic_write_text
 from csd_fast.losses.reference import multi_tap_contrastive_reference
 
 TAPS = [("relu1_1", 64, 1), ("relu2_1", 128, 2), ("relu3_1", 256, 4), ("relu4_1", 512, 8), ("relu5_1", 512, 16)]
@@ -317,8 +318,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "cpu" if args.device == "cpu" else "cuda_" + "_".join(meta["device_name"].lower().split())
-    (out / f"loss_{tag}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
-    (out / f"loss_{tag}.md").write_text(md + "\n")
+    atomic_write_text(out / f"loss_{tag}.json", json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(out / f"loss_{tag}.md", md + "\n")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from csd_fast.data import PatchDataset, SRDataset, bundled_images
+from csd_fast.fileio import atomic_write_text
 from csd_fast.history import scaled_schedule
 from csd_fast.losses import ContrastiveLoss
 from csd_fast.metrics import psnr_y, ssim_y
@@ -222,8 +223,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag += "" if args.split == "test" else "_val"
-    (out / f"quality_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"quality_{tag}.md").write_text(md + "\n")
+    atomic_write_text(out / f"quality_{tag}.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / f"quality_{tag}.md", md + "\n")
     return report
 
 

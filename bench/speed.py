@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from csd_fast.fast import accelerate
+from csd_fast.fileio import atomic_write_text
 from csd_fast.models import build_model, model_from_config
 
 # Dense tensor-core peaks in TFLOP/s (fp16/bf16 with fp32 accumulation; fp32 runs as TF32),
@@ -195,8 +196,8 @@ def main(argv=None):
     )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "speed_" + re.sub(r"[^A-Za-z0-9]+", "_", "cpu" if device.type == "cpu" else name).strip("_")
-    (args.out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(meta, rows))
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(dict(meta=meta, rows=rows), indent=2))
+    atomic_write_text(args.out / f"{stem}.md", _markdown(meta, rows))
     print(f"wrote {args.out / stem}.json and .md")
     return rows
 

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from csd_fast import ops
+from csd_fast.fileio import atomic_write_text
 from csd_fast.losses import TAP_WEIGHTS, ContrastiveLoss
 from csd_fast.models import build_model
 from csd_fast.negatives import bicubic_upsample
@@ -227,8 +228,8 @@ def main(argv=None) -> dict:
     print(md)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"train_{tag}.json").write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
-    (out / f"train_{tag}.md").write_text(md + "\n")
+    atomic_write_text(out / f"train_{tag}.json", json.dumps({**meta, "results": results}, indent=2) + "\n")
+    atomic_write_text(out / f"train_{tag}.md", md + "\n")
     return {**meta, "results": results}
 
 

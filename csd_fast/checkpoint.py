@@ -7,11 +7,9 @@ without a version (checkpoints and students of earlier csd_fast) hold [0, 1]-uni
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import torch
 
+from .fileio import atomic_write
 from .models import SlimSRModel, rescale_state
 
 FORMAT_VERSION = 2
@@ -29,27 +27,9 @@ def model_state_from_file(state: dict, version, arch: str) -> dict:
 
 
 def atomic_save(obj, path: str) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace`` onto ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """``torch.save`` through :func:`csd_fast.fileio.atomic_write` (temp file, fsync, rename)."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

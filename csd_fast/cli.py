@@ -9,6 +9,7 @@ import sys
 from importlib import import_module
 
 from .options import choices_of, cli_fields, option_default
+from .optional import MissingDependencyError
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -37,7 +38,9 @@ def _add_demo(sub) -> None:
 
     def run(args):
         from .demo import run_demo
+        from .fileio import check_writable_dir, lock_run_dir
 
+        lock_run_dir(check_writable_dir(args.out, "--out"))
         run_demo(out_dir=args.out, minutes=args.minutes, steps=args.steps, vgg_weights=args.vgg_weights,
                  seed=args.seed, progress=not args.quiet)
         return 0
@@ -82,7 +85,8 @@ def _add_train(sub) -> None:
         description="Train a teacher (EDSR/RCAN/CARN) and the student made of its first width*C channels jointly\n"
         "with contrastive self-distillation. Options come from --config FILE (YAML or JSON, keys = the\n"
         "option names with underscores, e.g. 'lambda_c: 200') and from flags, which override the file.\n"
-        "Writes OUT/config.json, checkpoint.pt (resume with --resume), log.csv, training.png, student.safetensors.\n"
+        "Writes OUT/config.json, checkpoint.pt (resume with --resume), log.csv, training.png, student.safetensors;\n"
+        "OUT must be empty unless --resume or --overwrite is given, and is locked while the run is alive.\n"
         "Multi-GPU/CPU: torchrun --nproc_per_node N -m csd_fast train ... (DDP; --batch is the global batch).",
         epilog="examples:\n"
         "  csd-fast train --bundled --arch edsr --preset demo --scale 2 --steps 2000 --patch 64 --out runs/demo_edsr\n"
@@ -181,20 +185,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compress super-resolution networks by contrastive self-distillation and run the student fast.",
         epilog="run 'csd-fast COMMAND --help' for the options of a command",
     )
+    debug_help = "show the full traceback of an error instead of one line"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_demo(sub)
-    _add_train(sub)
-    _add_eval(sub)
-    _add_upscale(sub)
-    _add_export(sub)
+    for add in (_add_demo, _add_train, _add_eval, _add_upscale, _add_export):
+        add(sub)
+    for p in sub.choices.values():  # also accepted after the command name
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
+def error_line(err: BaseException) -> str:
+    """One line for a user or OS error: the message, or for an OSError its reason and file."""
+    if isinstance(err, OSError) and err.strerror:
+        files = [f for f in (err.filename, err.filename2) if f is not None]
+        return err.strerror + "".join(f": {f}" for f in files)
+    return " ".join(str(err).split())
+
+
 def main(argv=None) -> int:
+    """Run a command; user errors (bad values, missing files) and OS errors (read-only or full disk,
+    permissions) end in one line on stderr and exit status 2; ``--debug`` shows the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
-        print(f"csd-fast {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, MissingDependencyError) as err:
+        if args.debug:
+            raise
+        print(f"csd-fast {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2

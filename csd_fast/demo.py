@@ -3,8 +3,9 @@
 Trains an EDSR teacher (64 feats x 4 blocks, x2) and its width-0.25 student jointly with CSD on
 the bundled training photos within a time budget, then evaluates bicubic / student / teacher
 on the held-out photos (PSNR-Y and SSIM-Y, crop = scale) and writes ``out_dir/``:
-``student.safetensors`` (the exported student), ``comparison.png`` (bicubic | student |
-teacher | HR), ``metrics.json``; the training checkpoint and log stay there too, so a killed
+``student.safetensors`` (the exported student), ``teacher.safetensors`` (the teacher, marked as
+one: usable with ``--teacher`` and ``csd-fast export``), ``comparison.png`` (bicubic | student |
+teacher | HR, each panel labelled with its method and PSNR-Y on that photo), ``metrics.json``; the training checkpoint and log stay there too, so a killed
 demo resumes where it stopped.
 
 The demo departs from the paper's recipe to fit two CPU cores: a small teacher, batch 8 of HR
@@ -14,15 +15,17 @@ instead of 200 when no pretrained VGG19 is given (see ``LAMBDA_C_RANDOM_VGG``). 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from .data import PatchDataset, bicubic_downscale, bundled_images, imresize, to_uint8
 from .data.imresize import mod_crop
+from .fileio import atomic_write_bytes, atomic_write_text
 from .losses import ContrastiveLoss
 from .metrics import psnr_y, ssim_y
 from .models import build_model
@@ -66,30 +69,39 @@ def evaluate(methods: dict, images: list) -> tuple[dict, dict]:
     return rows, outputs
 
 
-def comparison_png(panels: dict, path: str, crop: int = 160) -> None:
-    """Side by side centre crops of equal size, left to right in ``panels`` order."""
+LABEL_HEIGHT = 38  # two lines of 13 px text
+
+
+def comparison_png(panels: dict, labels: dict, path: str, crop: int = 160) -> None:
+    """Side by side centre crops of equal size, left to right in ``panels`` order, each under a
+    strip holding its label (``labels[name]``, e.g. "student\nPSNR-Y 33.21 dB")."""
     tiles = []
     for img in panels.values():
         h, w = img.shape[-2:]
         c = min(crop, h, w)
         top, left = (h - c) // 2, (w - c) // 2
         tiles.append(to_uint8(img[:, top : top + c, left : left + c]).permute(1, 2, 0).numpy())
-    canvas = Image.new("RGB", (sum(t.shape[1] for t in tiles) + 4 * (len(tiles) - 1), tiles[0].shape[0]), "white")
+    width = sum(t.shape[1] for t in tiles) + 4 * (len(tiles) - 1)
+    canvas = Image.new("RGB", (width, tiles[0].shape[0] + LABEL_HEIGHT), "white")
+    font = ImageFont.load_default(size=13)
     x = 0
-    for t in tiles:
-        canvas.paste(Image.fromarray(t), (x, 0))
+    for name, t in zip(panels, tiles):
+        label = Image.new("RGB", (t.shape[1], LABEL_HEIGHT), "white")  # text clipped to its own panel
+        ImageDraw.Draw(label).multiline_text((3, 3), labels[name], fill="black", font=font, spacing=3)
+        canvas.paste(label, (x, 0))
+        canvas.paste(Image.fromarray(t), (x, LABEL_HEIGHT))
         x += t.shape[1] + 4
-    canvas.save(path)
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def format_table(rows: dict) -> str:
-    head = f"{'method':<10} {'PSNR-Y':>8} {'SSIM-Y':>8} {'params':>10} {'disk KB':>9} {'CPU ms/img':>11}"
-    lines = [head, "-" * len(head)]
+    """The table as the README shows it (markdown), so the README's table is what the demo prints."""
+    lines = ["| method | PSNR-Y | SSIM-Y | params | CPU ms/img |", "|---|---:|---:|---:|---:|"]
     for name, r in rows.items():
-        lines.append(
-            f"{name:<10} {r['psnr_y']:>8.2f} {r['ssim_y']:>8.4f} {r['params']:>10,} "
-            f"{r['disk_kb']:>9.1f} {r['ms_per_image']:>11.1f}"
-        )
+        label = f"student (w {WIDTH:g})" if name == "student" else name
+        lines.append(f"| {label} | {r['psnr_y']:.2f} | {r['ssim_y']:.4f} | {r['params']:,} | {r['ms_per_image']:.0f} |")
     return "\n".join(lines)
 
 
@@ -110,8 +122,8 @@ def run_demo(out_dir: str = "runs/demo", minutes: float = 9.0, steps: int = STEP
     model.eval()
     student = trainer.export().eval()
     files = {"student": os.path.join(out_dir, "student.safetensors"), "teacher": os.path.join(out_dir, "teacher.safetensors")}
-    save_student(student, files["student"])
-    save_student(model, files["teacher"])
+    save_student(student, files["student"], width=WIDTH)
+    save_student(model, files["teacher"], width=WIDTH, kind="teacher")
     methods = {
         "bicubic": lambda lr: imresize(lr, scale=SCALE),
         "student": student,
@@ -122,14 +134,16 @@ def run_demo(out_dir: str = "runs/demo", minutes: float = 9.0, steps: int = STEP
     for name, w in (("student", WIDTH), ("teacher", 1.0)):
         rows[name].update(params=model.num_params(w), disk_kb=os.path.getsize(files[name]) / 1024)
     first = test[0][0]
-    comparison_png(outputs[first], os.path.join(out_dir, "comparison.png"))
+    panels = outputs[first]
+    labels = {name: f"{name}\nPSNR-Y {psnr_y(img[None], panels['HR'][None], crop_border=SCALE):.2f} dB"
+              for name, img in panels.items() if name != "HR"}
+    comparison_png(panels, {**labels, "HR": "HR\n(reference)"}, os.path.join(out_dir, "comparison.png"))
     result = {
         "scale": SCALE, "width": WIDTH, "steps": trainer.step_count, "held_out": [n for n, _ in test],
         "methods": rows, "student_gain_over_bicubic_db": rows["student"]["psnr_y"] - rows["bicubic"]["psnr_y"],
         "vgg_pretrained": contrastive.encoder.pretrained, "lambda_c": lambda_c,
     }
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    atomic_write_text(os.path.join(out_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
     print(f"\nCSD demo: x{SCALE}, student width {WIDTH}, {trainer.step_count} steps, held-out: {', '.join(result['held_out'])}")
     print(format_table(rows))
     print(f"student - bicubic: {result['student_gain_over_bicubic_db']:+.2f} dB PSNR-Y; wrote {out_dir}/")

@@ -1,10 +1,11 @@
 """PSNR and SSIM on the Y channel, BasicSR / official-CSD convention.
 
-Torch functions take float RGB tensors in [0, 1], ``[B,3,H,W]`` or ``[3,H,W]``; their
-numpy twins take RGB ``HWC`` arrays on [0, 255] (uint8 or float). Both:
+**Torch** (:func:`psnr_y`, :func:`ssim_y` and ``*_per_image``): float RGB tensors in [0, 1],
+``[B,3,H,W]`` or ``[3,H,W]``. They
 
-1. quantize to 8 bit: ``round(clamp(x, 0, 1) * 255)`` (numpy: ``round(clip(x, 0, 255))``;
-   a no-op for uint8),
+1. quantize to 8 bit: ``round(clamp(x, 0, 1) * 255)`` (network outputs overshoot [0, 1] a little;
+   a tensor that is not floating point, or reaches beyond [-1, 2], is on another scale, e.g. a
+   uint8 or a float [0, 255] image, and is refused rather than clamped),
 2. crop ``crop_border`` pixels from every border,
 3. convert to Y (ITU-R BT.601, not rounded): ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255``
    with R, G, B on [0, 255], i.e. Y on [16, 235],
@@ -12,10 +13,17 @@ numpy twins take RGB ``HWC`` arrays on [0, 255] (uint8 or float). Both:
    ``C1 = (0.01 * 255)^2``, ``C2 = (0.03 * 255)^2``, statistics on the 'valid' region only
    (as BasicSR ``calculate_ssim``), averaged over the map.
 
-All arithmetic is float64, so the torch and numpy versions agree to ~1e-10.
+**Numpy, BasicSR's contract** (:func:`calculate_psnr`, :func:`calculate_ssim`, same names, same
+arguments and defaults as ``basicsr.metrics.psnr_ssim``): ``img``/``img2`` on [0, 255] (uint8 or
+float, used as given: no clipping or rounding), **BGR** channel order as read by cv2,
+``input_order`` "HWC" (default) or "CHW", 2-D grey arrays accepted, ``test_y_channel=False`` by
+default (all channels; SSIM is the mean over channels), Y from BGR with the formula above.
+BasicSR converts to Y in float32; here everything is float64 (the two agree to ~1e-5 dB).
+An RGB array therefore needs ``img[..., ::-1]``; with ``test_y_channel=True`` and BGR uint8 input
+they agree with the torch functions to ~1e-10.
+
 Identical images have MSE 0 and PSNR ``inf`` (as BasicSR); a batch mean containing an
 ``inf`` is ``inf`` — use :func:`psnr_y_per_image` to see which image it was.
-BasicSR's numpy functions read BGR (cv2); the numpy twins here take RGB.
 """
 import math
 
@@ -68,6 +76,12 @@ def _prepare(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, min_side: int
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() not in (3, 4) or t.shape[-3] != 3:
             raise ValueError(f"{name} must be an RGB tensor [B,3,H,W] or [3,H,W], got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {t.dtype} (divide an 8-bit image by 255)")
+        lo, hi = (v.item() for v in t.detach().aminmax())
+        if lo < -1 or hi > 2:
+            raise ValueError(f"{name} must be a float image in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                             "(divide an image on [0, 255] by 255)")
     if sr.shape != hr.shape:
         raise ValueError(f"sr and hr must have the same shape, got sr {tuple(sr.shape)} and hr {tuple(hr.shape)}")
     _check_crop(crop_border, sr.shape[-2], sr.shape[-1], min_side)
@@ -108,28 +122,31 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> float:
 
 # ---------------------------------------------------------------- numpy twins
 
-def _prepare_np(img, img2, crop_border: int, test_y_channel: bool, min_side: int):
+def _prepare_np(img, img2, crop_border: int, input_order: str, test_y_channel: bool, min_side: int):
+    """BasicSR's steps: reorder to HWC (2-D -> HxWx1), crop, Y from BGR if asked, float64."""
     img, img2 = np.asarray(img), np.asarray(img2)
-    for name, a in (("img", img), ("img2", img2)):
-        if a.ndim != 3 or a.shape[2] != 3:
-            raise ValueError(f"{name} must be an RGB array HxWx3, got shape {a.shape}")
     if img.shape != img2.shape:
         raise ValueError(f"img and img2 must have the same shape, got img {img.shape} and img2 {img2.shape}")
-    _check_crop(crop_border, img.shape[0], img.shape[1], min_side)
+    if input_order not in ("HWC", "CHW"):
+        raise ValueError(f"input_order must be 'HWC' or 'CHW', got {input_order!r}")
+    if img.ndim not in (2, 3):
+        raise ValueError(f"img must be an HxW, HxWxC or CxHxW array, got shape {img.shape}")
     out = []
     for a in (img, img2):
-        a = np.round(np.clip(a.astype(np.float64), 0, 255))
+        a = a[..., None] if a.ndim == 2 else a.transpose(1, 2, 0) if input_order == "CHW" else a
+        _check_crop(crop_border, a.shape[0], a.shape[1], min_side)
+        a = a.astype(np.float64)
         if crop_border:
             a = a[crop_border:-crop_border, crop_border:-crop_border]
-        if test_y_channel:
-            a = (16.0 + a @ np.array(_Y_COEFFS) / 255.0)[..., None]
+        if test_y_channel and a.shape[2] == 3:
+            a = (16.0 + a @ np.array(_Y_COEFFS[::-1]) / 255.0)[..., None]  # BGR order
         out.append(a)
     return out
 
 
-def calculate_psnr(img, img2, crop_border: int, test_y_channel: bool = True) -> float:
-    """PSNR of RGB HWC arrays on [0, 255]; on Y when ``test_y_channel`` else on RGB."""
-    a, b = _prepare_np(img, img2, crop_border, test_y_channel, 1)
+def calculate_psnr(img, img2, crop_border: int, input_order: str = "HWC", test_y_channel: bool = False) -> float:
+    """PSNR of BGR images on [0, 255], as BasicSR's ``calculate_psnr`` (see the module docstring)."""
+    a, b = _prepare_np(img, img2, crop_border, input_order, test_y_channel, 1)
     mse = np.mean((a - b) ** 2)
     return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
@@ -140,9 +157,9 @@ def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     return win(win(x, len(g), axis=0) @ g, len(g), axis=1) @ g
 
 
-def calculate_ssim(img, img2, crop_border: int, test_y_channel: bool = True) -> float:
-    """SSIM of RGB HWC arrays on [0, 255]; on Y when ``test_y_channel`` else mean over RGB."""
-    a, b = _prepare_np(img, img2, crop_border, test_y_channel, _WIN)
+def calculate_ssim(img, img2, crop_border: int, input_order: str = "HWC", test_y_channel: bool = False) -> float:
+    """SSIM of BGR images on [0, 255], as BasicSR's ``calculate_ssim``: per channel, then the mean."""
+    a, b = _prepare_np(img, img2, crop_border, input_order, test_y_channel, _WIN)
     g = _gaussian_1d()
     values = []
     for c in range(a.shape[2]):

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .fileio import atomic_path
 from .models import SlimSRModel
 from .student_io import student_at
 
@@ -63,13 +63,8 @@ def export_onnx(student: SlimSRModel, path, opset: int = MIN_OPSET, dynamic: boo
     with _quiet_exporter():
         program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
                                     input_names=["lr"], output_names=["sr"], verbose=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         program.save(str(tmp), external_data=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

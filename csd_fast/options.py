@@ -68,7 +68,8 @@ class TrainOptions:
     pixel_range: float = _opt(255.0, float, "the L1 terms are on this pixel scale (official: 255)", low=0.0,
                               low_open=True, checked=True, group="loss")
     # data
-    bundled: bool = _opt(False, bool, "train on the bundled photographs (no download)", group="data")
+    bundled: bool = _opt(False, bool, "train on the bundled photographs (no download); unless given, --preset demo "
+                         "and --steps 2000", group="data")
     train_hr: str = _opt(None, str, "folder of HR training images (LR made by MATLAB bicubic)", none=True, group="data")
     train_lr: str = _opt(None, str, "matching LR folder for --train-hr (optional)", none=True, group="data")
     div2k: str = _opt(None, str, "DIV2K root holding DIV2K_train_HR/ (and DIV2K_train_LR_bicubic/)", none=True,
@@ -104,7 +105,9 @@ class TrainOptions:
     val_every: int = _opt(None, int, "validate every N steps (default steps/4)", low=1, none=True)
     checkpoint_every: int = _opt(500, int, "checkpoint every N steps", low=1)
     out: str = _opt(None, str, "output folder (Python: None writes nothing)", none=True, cli_default="runs/train")
-    resume: bool = _opt(False, bool, "continue from OUT/checkpoint.pt if it exists")
+    resume: bool = _opt(False, bool, "continue from OUT/checkpoint.pt if it exists (else a non-empty OUT is refused)")
+    overwrite: bool = _opt(False, bool, "delete the previous run's files in OUT (checkpoint, log, student, plots) "
+                           "and start afresh")
     allow_changed: list = _opt([], list, "checked options that may differ from the checkpoint's on --resume",
                                item=str)
     device: str = _opt("auto", str, "cpu, cuda, cuda:1, ... (default: cuda if available)")

@@ -7,14 +7,15 @@ import math
 import warnings
 from pathlib import Path
 
+from .fileio import atomic_write
+from .optional import import_optional
+
 LOSS_TERMS = ("loss", "l1_student", "l1_teacher", "contrastive")
 PSNR_TERMS = ("psnr_teacher", "psnr_student")
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
+    import_optional("matplotlib", "plotting").use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -95,9 +96,9 @@ def plot_tradeoff(rows: list[dict], out_png) -> Path:
 
 def _save(fig, out_png) -> Path:
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    with atomic_write(out_png) as f:
+        fig.savefig(f, dpi=100, format="png")
     _pyplot().close(fig)
     return out_png
 

@@ -1,16 +1,21 @@
 """Model files: a compact student in one safetensors file, and loading any model file the CLI accepts.
 
 A student file holds the weights plus, in its safetensors metadata under ``"csd_fast"``, a JSON
-``{"format_version": 2, "arch", "config", "width", "source"}``: enough to rebuild it with
-``model_from_config`` and no teacher. ``save_student`` also writes that JSON beside it
-(``student.json``) for people and tools that do not read safetensors metadata. Files of format 1
+``{"format_version": 2, "arch", "config", "width", "source", "kind", "weights_sha256"}``: enough
+to rebuild it with ``model_from_config`` and no teacher. ``kind`` is "student" (a compact model
+that runs only as it is) or "teacher" (a full model: other widths can be cut from it,
+``--teacher`` accepts it); files without it are students. ``weights_sha256`` (see
+:func:`weights_sha256`, over the tensors as stored) is checked on load, so a corrupt (e.g.
+bit-flipped) file is refused by name; files written before it existed load unchecked.
+``save_student`` also writes that JSON beside it (``student.json``) for people and tools that do
+not read safetensors metadata; both files are written atomically. Files of format 1
 (``"format": 1``, [0, 1]-unit parameters) are converted on load (``csd_fast.checkpoint``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import torch
 from torch import nn
 
 from .checkpoint import FORMAT_VERSION, model_state_from_file
+from .fileio import atomic_write_bytes, atomic_write_text
 from .models import SlimSRModel, check_width, get_arch, model_from_config
 
 META_KEY = "csd_fast"
@@ -27,30 +33,39 @@ def _json_config(config: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
-def save_student(model: SlimSRModel, path, width: float | None = None, source: str | None = None) -> Path:
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors in name order: for each, its name, dtype, shape and raw bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_student(model: SlimSRModel, path, width: float | None = None, source: str | None = None,
+                 kind: str = "student") -> Path:
     """Write ``model`` (a compact student, e.g. ``teacher.export(0.25)``) to ``path`` (.safetensors).
 
     ``width``/``source`` are recorded for information (the width it was cut at, the checkpoint it
-    came from). Written atomically; returns the path. The JSON sidecar goes to ``path`` with
-    suffix ``.json``.
+    came from). ``kind="teacher"`` marks a full model whose students are cut at load time (its
+    ``width`` is then the default student width). Written atomically; returns the path. The JSON
+    sidecar goes to ``path`` with suffix ``.json``.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    if kind not in ("student", "teacher"):
+        raise ValueError(f"kind: expected 'student' or 'teacher', got {kind!r}")
     if not isinstance(model, SlimSRModel):
         raise TypeError(f"model: expected a csd_fast slim model (e.g. teacher.export(width)), got {type(model).__name__}")
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"path: expected a file name ending in .safetensors, got {str(path)!r}")
-    info = {"format_version": FORMAT_VERSION, "arch": model.arch, "config": _json_config(model.config), "width": width, "source": source}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(info)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    info = {"format_version": FORMAT_VERSION, "arch": model.arch, "config": _json_config(model.config), "width": width,
+            "source": source, "kind": kind, "weights_sha256": weights_sha256(tensors)}
+    atomic_write_bytes(path, save(tensors, metadata={META_KEY: json.dumps(info)}))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     return path
 
 
@@ -87,13 +102,19 @@ def load_student(path, device="cpu") -> SlimSRModel:
     if info is None:
         raise ValueError(f"{path}: no {META_KEY!r} metadata; expected a file written by csd_fast.save_student")
     version = info.get("format_version", info.get("format"))
+    tensors = load_file(str(path))
+    stored = info.get("weights_sha256")
+    if stored is not None and weights_sha256(tensors) != stored:
+        raise ValueError(f"{path}: the weights do not match the checksum stored in the file (sha256 {stored[:12]}...); "
+                         "the file is corrupt: copy or export it again")
     try:
-        state = model_state_from_file(load_file(str(path)), version, info["arch"])
+        state = model_state_from_file(tensors, version, info["arch"])
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     model = model_from_config(info["arch"], info["config"])
     model.load_state_dict(state)
-    model.export_info = {"width": info.get("width"), "source": info.get("source")}
+    if info.get("kind", "student") == "student":  # a teacher file keeps all its widths
+        model.export_info = {"width": info.get("width"), "source": info.get("source")}
     return model.to(device).eval()
 
 
@@ -169,7 +190,7 @@ def load_model(path, device="cpu", **hints) -> LoadedModel:
     if path.suffix == ".safetensors":
         info = read_student_info(path)
         if info is not None:
-            return LoadedModel(load_student(path, device), "student", info.get("width"), info)
+            return LoadedModel(load_student(path, device), info.get("kind", "student"), info.get("width"), info)
         teacher, fmt = load_teacher(path, **hints)
         return LoadedModel(teacher.to(device).eval(), fmt, None)
     obj = load_checkpoint(str(path))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint
 from .data import loader
+from .fileio import atomic_write, lock_run_dir
 from .history import DynamicNegatives
 from .losses import ContrastiveLoss
 from .metrics import psnr_y
@@ -314,10 +315,10 @@ class CSDTrainer:
         """Append rows to ``out_dir/log.csv`` (rank 0), or rewrite it with exactly ``rows``."""
         if self.out_dir is None or not self.is_main:
             return
-        os.makedirs(self.out_dir, exist_ok=True)
+        lock_run_dir(self.out_dir)  # also here: resume() rewrites the log before the config is written
         path = os.path.join(self.out_dir, LOG_NAME)
         header = not (append and os.path.exists(path))
-        with open(path, "a" if append else "w", newline="") as f:
+        with open(path, "a", newline="") if append else atomic_write(path, "w") as f:
             writer = csv.DictWriter(f, fieldnames=self.log_fields, extrasaction="ignore")
             if header:
                 writer.writeheader()
@@ -327,10 +328,10 @@ class CSDTrainer:
         """``out_dir/config.json``: the run's options and model, written when the run starts."""
         if self.out_dir is None or not self.is_main:
             return
-        os.makedirs(self.out_dir, exist_ok=True)
+        lock_run_dir(self.out_dir)  # creates it; a second live run into it fails here
         config = {"format_version": FORMAT_VERSION, "arch": self.model.arch, "model_config": self.model.config,
                   "options": self.options.to_dict()}
-        with open(os.path.join(self.out_dir, CONFIG_NAME), "w") as f:
+        with atomic_write(os.path.join(self.out_dir, CONFIG_NAME), "w") as f:
             f.write(json.dumps(config, indent=2, default=str) + "\n")
 
     def state_dict(self) -> dict:

@@ -77,16 +77,87 @@ def test_ssim_matches_skimage_configured_as_basicsr(crop):
         assert ssim_y_per_image(sr, hr, crop)[i].item() == pytest.approx(ref, abs=1e-9)
 
 
-def test_numpy_twins_agree_with_torch():
+def test_numpy_twins_agree_with_torch_on_bgr_input():
     sr, hr = _rand_pair(h=37, w=41, b=1)
-    a, b = _to_hwc255(sr[0]), _to_hwc255(hr[0])
-    assert calculate_psnr(a, b, 4) == pytest.approx(psnr_y(sr, hr, 4), abs=1e-6)
-    assert calculate_ssim(a, b, 4) == pytest.approx(ssim_y(sr, hr, 4), abs=1e-6)
-    # float 0..255 input is quantized the same way
-    af = sr[0].numpy().transpose(1, 2, 0) * 255
-    assert calculate_psnr(af, b, 4) == pytest.approx(psnr_y(sr, hr, 4), abs=1e-6)
+    a, b = _to_hwc255(sr[0])[..., ::-1], _to_hwc255(hr[0])[..., ::-1]  # BGR, as cv2 reads
+    assert calculate_psnr(a, b, 4, test_y_channel=True) == pytest.approx(psnr_y(sr, hr, 4), abs=1e-6)
+    assert calculate_ssim(a, b, 4, test_y_channel=True) == pytest.approx(ssim_y(sr, hr, 4), abs=1e-6)
+    # RGB passed where BasicSR expects BGR weights R and B the wrong way round: a different number
+    assert abs(calculate_psnr(a[..., ::-1], b[..., ::-1], 4, test_y_channel=True) - psnr_y(sr, hr, 4)) > 1e-3
     # 3-D and 4-D torch inputs agree
     assert psnr_y(sr[0], hr[0], 4) == psnr_y(sr, hr, 4)
+
+
+def test_basicsr_signature_and_defaults():
+    import inspect
+
+    for fn in (calculate_psnr, calculate_ssim):
+        params = inspect.signature(fn).parameters
+        assert list(params)[:5] == ["img", "img2", "crop_border", "input_order", "test_y_channel"]
+        assert params["input_order"].default == "HWC" and params["test_y_channel"].default is False
+
+
+def _basicsr_restated(img, img2, crop_border, input_order="HWC", test_y_channel=False):
+    """BasicSR's psnr_ssim.py steps, restated here: reorder (2-D -> HxWx1, CHW -> HWC), crop,
+    Y via float32 ``(B, G, R) / 255 . (24.966, 128.553, 65.481) + 16``, then float64; SSIM with the
+    2-D Gaussian window (outer product of cv2.getGaussianKernel(11, 1.5)) on the valid region."""
+    def prep(x):
+        x = x[..., None] if x.ndim == 2 else (x.transpose(1, 2, 0) if input_order == "CHW" else x)
+        if crop_border:
+            x = x[crop_border:-crop_border, crop_border:-crop_border, ...]
+        if test_y_channel and x.shape[2] == 3:
+            x32 = x.astype(np.float32) / 255.0
+            x = ((x32 @ np.array([24.966, 128.553, 65.481], np.float32) + 16.0) / 255.0 * 255.0)[..., None]
+        return x.astype(np.float64)
+
+    a, b = prep(img), prep(img2)
+    psnr = 10 * np.log10(255.0 ** 2 / np.mean((a - b) ** 2))
+    k = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
+    win = np.outer(k / k.sum(), k / k.sum())
+
+    def filt(x):
+        v = np.lib.stride_tricks.sliding_window_view(x, (11, 11))
+        return np.einsum("ijkl,kl->ij", v, win)
+
+    ssims = []
+    for c in range(a.shape[2]):
+        x, y = a[..., c], b[..., c]
+        mx, my = filt(x), filt(y)
+        sxx, syy, sxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        ssims.append((((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))).mean())
+    return psnr, float(np.mean(ssims))
+
+
+@pytest.mark.parametrize("case", ["hwc_u8", "hwc_y", "chw_u8", "grey_2d", "float_unrounded"])
+def test_numpy_metrics_agree_with_basicsr(case):
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (30, 27, 3)).astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 8, a.shape), 0, 255).astype(np.uint8)
+    kw = {"crop_border": 2}
+    if case == "hwc_y":
+        kw["test_y_channel"] = True
+    elif case == "chw_u8":
+        a, b, kw["input_order"] = a.transpose(2, 0, 1), b.transpose(2, 0, 1), "CHW"
+    elif case == "grey_2d":
+        a, b = a[..., 1], b[..., 1]
+    elif case == "float_unrounded":  # used as given: no rounding, no clipping
+        a, b = a.astype(np.float64) + 0.3, b.astype(np.float64) - 0.2
+    psnr, ssim = _basicsr_restated(a, b, **kw)
+    assert calculate_psnr(a, b, **kw) == pytest.approx(psnr, abs=1e-4)
+    assert calculate_ssim(a, b, **kw) == pytest.approx(ssim, abs=1e-6)
+
+
+def test_torch_metrics_refuse_other_scales():
+    hr = torch.rand(1, 3, 16, 16)
+    with pytest.raises(TypeError, match=r"sr must be a float tensor in \[0, 1\], got dtype torch.uint8"):
+        psnr_y((hr * 255).round().to(torch.uint8), hr, 0)
+    with pytest.raises(ValueError, match=r"hr must be a float image in \[0, 1\].*divide an image on \[0, 255\] by 255"):
+        ssim_y(hr, hr * 255, 0)
+    hr[..., 0, 0] = 1.0
+    overshoot = hr.clone()
+    overshoot[..., 0, 0] = 1.08  # a network output slightly above 1 is clamped, as before
+    assert psnr_y(overshoot, hr, 0) == math.inf
 
 
 def test_rgb_mode_of_numpy_twin():
@@ -117,5 +188,7 @@ def test_bad_inputs_name_the_argument():
         psnr_y(x, x, -1)
     with pytest.raises(ValueError, match="crop_border=4 leaves 8x8"):
         ssim_y(x, x, 4)  # 8x8 is smaller than the 11x11 window
-    with pytest.raises(ValueError, match=r"img2 must be an RGB array.*\(16, 16\)"):
+    with pytest.raises(ValueError, match=r"img and img2 must have the same shape.*\(16, 16\)"):
         calculate_psnr(np.zeros((16, 16, 3)), np.zeros((16, 16)), 0)
+    with pytest.raises(ValueError, match="input_order"):
+        calculate_ssim(np.zeros((16, 16, 3)), np.zeros((16, 16, 3)), 0, input_order="NCHW")

@@ -65,6 +65,64 @@ def test_load_model_accepts_checkpoint_and_student(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
+def _flip_one_bit_of_the_weights(path):
+    """Flip the lowest bit of the last byte of the file (inside the tensor data, after the header)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_bit_flipped_student_is_refused_by_name(tmp_path):
+    student = build_model("edsr", 2, preset="demo").export(0.25)
+    path = save_student(student, tmp_path / "s.safetensors", width=0.25)
+    info = read_student_info(path)
+    # the checksum is SHA-256 over name, dtype, shape and bytes of each tensor in name order (restated here)
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(student.state_dict().items()):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode() + t.contiguous().numpy().tobytes())
+    assert info["weights_sha256"] == h.hexdigest()
+    _flip_one_bit_of_the_weights(path)
+    with pytest.raises(ValueError, match=r"s\.safetensors: the weights do not match the checksum.*corrupt"):
+        load_student(path)
+    with pytest.raises(ValueError, match="corrupt"):
+        load_model(path)
+
+
+def test_student_file_without_checksum_still_loads(tmp_path):
+    student = build_model("edsr", 2, preset="demo").export(0.25)
+    path = save_student(student, tmp_path / "s.safetensors", width=0.25)
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["csd_fast"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del meta["weights_sha256"], meta["kind"]  # a file written before both existed
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={"csd_fast": json.dumps(meta)})
+    loaded = load_model(old)
+    assert loaded.kind == "student" and loaded.model.config == student.config
+
+
+def test_teacher_file_is_a_teacher(tmp_path):
+    teacher = build_model("edsr", 2, preset="demo")
+    path = save_student(teacher, tmp_path / "t.safetensors", width=0.25, kind="teacher")
+    loaded = load_model(path)
+    assert loaded.kind == "teacher" and loaded.width == 0.25
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.export(0.25).eval()(x), teacher.eval()(x, 0.25), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="kind"):
+        save_student(teacher, tmp_path / "u.safetensors", kind="teachr")
+    from csd_fast.cli import main  # the CLI cuts a student from it, as from a checkpoint
+
+    assert main(["export", "--model", str(path), "-o", str(tmp_path / "cut.safetensors")]) == 0
+    assert load_student(tmp_path / "cut.safetensors").config == teacher.export(0.25).config
+    from csd_fast import accelerate  # all its widths stay available in Python too
+
+    with torch.no_grad():
+        torch.testing.assert_close(accelerate(load_student(path), width=0.5)(x), teacher(x, 0.5), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["edsr", "rcan", "carn"])
 @torch.no_grad()
 def test_old_format_files_load_to_the_same_outputs(arch, tmp_path):

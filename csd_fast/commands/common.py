@@ -11,12 +11,30 @@ from ..student_io import LoadedModel
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``auto``/None: CUDA if available, else CPU; under torchrun, CUDA means ``cuda:LOCAL_RANK``."""
+    """``auto``/None: CUDA if available, else CPU; under torchrun, CUDA means ``cuda:LOCAL_RANK``.
+
+    Checked before any work: a malformed name, or CUDA where this torch build has none or no GPU
+    is visible, is a ``ValueError`` naming ``--device``.
+    """
     if name in (None, "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "no CUDA GPU is visible" if torch.backends.cuda.is_built() else "this torch build has no CUDA"
+            raise ValueError(f"--device: {name!r} requested but {why}; use --device cpu")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"--device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif device.type != "cpu":
+        try:
+            torch.empty(1, device=device)
+        except (RuntimeError, AssertionError) as err:
+            raise ValueError(f"--device: {name!r} is not usable here ({' '.join(str(err).split())})") from None
     return device
 
 
@@ -56,14 +74,24 @@ def eval_sets(names, scale: int, data_root=None, strict: bool = False, max_side:
 
 def network_at(loaded: LoadedModel, width: float | None) -> tuple[SlimSRModel, float]:
     """The compact network to run and its width: a student file as it is; a checkpoint or teacher
-    exported at ``width`` (default: the width recorded in the checkpoint, else 1.0)."""
+    exported at ``width`` (default: the width recorded in the file, else 1.0). ``width`` is
+    checked against what the file holds: (0, 1] and at least one channel per layer for a
+    teacher; a student file accepts only its own width (or 1.0, itself)."""
     if loaded.kind == "student":
-        if width not in (None, 1.0):
+        if width not in (None, 1.0, loaded.width):
             raise ValueError(f"--width: the model file is an exported student (width {loaded.width}); "
                              f"it runs only as it is, got --width {width}")
         return loaded.model, loaded.width or 1.0
-    width = width or loaded.width or 1.0
-    return (loaded.model if width == 1.0 else loaded.model.export(width).eval()), width
+    if width is None:
+        width = loaded.width or 1.0
+    if not 0.0 < width <= 1.0:
+        raise ValueError(f"--width: expected a student width in (0, 1], got {width}")
+    if width == 1.0:
+        return loaded.model, width
+    try:
+        return loaded.model.export(width).eval(), width
+    except ValueError as err:
+        raise ValueError(f"--width: {err}") from None
 
 
 def model_hints(args) -> dict:

@@ -3,6 +3,7 @@ paper-style table, CSV + JSON, and optionally the PSNR trade-off plot over width
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import torch
 
 from ..data import imresize
+from ..fileio import atomic_write_text, check_writable_dir
+from ..optional import import_optional
 from ..inference import upscale_tensor
 from ..metrics import psnr_y, ssim_y
 from ..student_io import load_model
@@ -73,16 +76,19 @@ def format_table(rows: list[dict], scale: int) -> str:
 
 
 def _write(rows: list[dict], out_dir: Path, stem: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out_dir / f"{stem}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out_dir / f"{stem}.csv", table.getvalue())
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(rows, indent=2) + "\n")
 
 
 @torch.no_grad()
 def run(args) -> int:
+    out_dir = check_writable_dir(args.out, "--out")  # before the work, not after it
+    if args.plot:
+        import_optional("matplotlib", "--plot")
     fast = fast_options(args)
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device, **model_hints(args))
@@ -90,13 +96,12 @@ def run(args) -> int:
         raise ValueError("--plot: needs a checkpoint or teacher (a student file has only its own width)")
     scale = loaded.model.scale
     sets = eval_sets(args.data, scale, args.data_root, args.strict, args.max_side)
-    out_dir = Path(args.out)
     if loaded.kind == "student":
         widths = args.width or [None]
     else:
         widths = sorted({1.0, *(args.width or [loaded.width or 1.0])}, reverse=True)
     bicubic = ("bicubic", 0.0, lambda x: imresize(x, scale=scale), 0)
-    nets = _networks(loaded, widths, args.self_ensemble, fast)
+    nets = _networks(loaded, widths, args.self_ensemble, fast)  # every --width is checked before any is evaluated
     rows = _rows([bicubic, *nets], sets, scale, device, args)
     how = f"; fast path: {nets[0][2].backend} backend, {nets[0][2].dtype}" if fast else ""
     print(f"{args.model}: {loaded.model.arch} ({loaded.kind}), PSNR-Y / SSIM-Y, crop {scale}{how}")

@@ -1,6 +1,9 @@
 """``csd-fast export``: cut the student out of a checkpoint into one safetensors file, or write it as ONNX."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..fileio import check_writable_dir
 from ..student_io import load_model, save_student
 from .common import model_hints, network_at
 
@@ -8,6 +11,10 @@ from .common import model_hints, network_at
 def run(args) -> int:
     if args.format != "onnx" and args.opset is not None:
         raise ValueError("--opset: only applies with --format onnx")
+    suffix = ".onnx" if args.format == "onnx" else ".safetensors"
+    if Path(args.output).suffix != suffix:
+        raise ValueError(f"-o: expected a file name ending in {suffix}, got {args.output!r}")
+    check_writable_dir(Path(args.output).parent, "-o")
     loaded = load_model(args.model, **model_hints(args))
     if args.format == "onnx":
         return _onnx(loaded, args)

@@ -7,25 +7,40 @@ Config keys are the flags' names with underscores (``lambda_c: 200``, ``train_hr
 (resumable), ``log.csv`` and TensorBoard scalars (when tensorboard is installed) during training,
 then ``training.png`` and ``student.safetensors``.
 Under ``torchrun`` every process trains its share of each global batch (DDP); rank 0 writes.
+
+``out`` is locked while the run is alive (``csd_fast.fileio.lock_run_dir``: a second run into it
+fails at once) and must be empty unless ``resume`` (continue its checkpoint) or ``overwrite``
+(delete the previous run's files, listed in ``RUN_FILES``, then start afresh) is given.
+``bundled`` without an explicit ``preset``/``steps`` trains the small demo size
+(``BUNDLED_DEFAULTS``), not the paper's 43M-parameter EDSR for 300k steps.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..fileio import check_writable_dir, is_internal_file, lock_run_dir, unlock_run_dir
+from ..optional import import_optional
 from ..options import TrainOptions, cli_defaults, names
+
+BUNDLED_DEFAULTS = dict(preset="demo", steps=2000)
+RUN_FILES = ("checkpoint.pt", "log.csv", "training.png", "student.safetensors", "student.json", "config.json", "tensorboard")
+
 
 def load_config(path) -> dict:
     """A YAML (.yaml/.yml) or JSON config file as a mapping (checked by ``TrainOptions.from_mapping``)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--config: {str(path)!r} is not a file")
     text = path.read_text()
+    if path.suffix == ".json":
+        parse, errors = json.loads, (ValueError,)
+    else:
+        yaml = import_optional("yaml", "a YAML --config")
+        parse, errors = yaml.safe_load, (yaml.YAMLError,)
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as err:
+        data = parse(text)
+    except errors as err:
         raise ValueError(f"--config: {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({err})") from None
     if data is None:
         return {}
@@ -36,8 +51,7 @@ def load_config(path) -> dict:
 
 def parse_model_args(items) -> dict:
     """``["n_feats=64", "res_scale=0.1"]`` -> ``{"n_feats": 64, "res_scale": 0.1}`` (values parsed as YAML)."""
-    import yaml
-
+    yaml = import_optional("yaml", "--model-arg")
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -50,12 +64,19 @@ def parse_model_args(items) -> dict:
 def resolve_options(args) -> TrainOptions:
     """Defaults, then the config file, then the flags given on the command line; checked once."""
     opts = cli_defaults()
-    if getattr(args, "config", None):
-        opts = TrainOptions.from_mapping(load_config(args.config), source=str(args.config), base=opts)
+    config = load_config(args.config) if getattr(args, "config", None) else {}
+    if config:
+        opts = TrainOptions.from_mapping(config, source=str(args.config), base=opts)
     given = {k: v for k, v in vars(args).items() if k in names()}
     if "model_args" in given:
         given["model_args"] = {**opts.model_args, **parse_model_args(given["model_args"])}
     opts = TrainOptions.from_mapping(given, source="the command line", base=opts)
+    explicit = {str(k).replace("-", "_") for k in config} | set(given)
+    if opts.bundled:
+        opts = TrainOptions.from_mapping({k: v for k, v in BUNDLED_DEFAULTS.items() if k not in explicit},
+                                         source="--bundled", base=opts)
+    if opts.resume and opts.overwrite:
+        raise ValueError("--resume and --overwrite: give one (continue the run in --out, or replace it)")
     sources = [k for k in ("train_hr", "div2k", "bundled") if getattr(opts, k)]
     if len(sources) != 1:
         raise ValueError(f"training data: give exactly one of --train-hr DIR, --div2k ROOT, --bundled; got {sources or 'none'}")
@@ -91,19 +112,47 @@ def _model(opts, device):
     return loaded.model.train()
 
 
+def prepare_out(opts) -> Path:
+    """Lock ``out`` for this run and check it holds no other run (see the module docstring)."""
+    import shutil
+
+    out = lock_run_dir(check_writable_dir(opts.out, "--out"))
+    found = sorted(p.name for p in out.iterdir() if not is_internal_file(p.name))
+    if opts.overwrite:
+        for name in set(found) & set(RUN_FILES):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink()
+    elif found and not opts.resume:
+        unlock_run_dir(out)
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ValueError(f"--out: {out} is not empty ({shown}); pass --resume to continue the run there, "
+                         "--overwrite to replace it, or choose another folder")
+    return out
+
+
 def run(args) -> int:
+    import os
+
     import torch
 
     from .common import init_distributed, resolve_device
 
     opts = resolve_options(args)
     device = resolve_device(opts.device)
+    import_optional("matplotlib", "train (it draws OUT/training.png)")  # before the work, not after it
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        prepare_out(opts)
     created = init_distributed(device)
     try:
         _train(opts, device)
     finally:
         if created:
             torch.distributed.destroy_process_group()
+        if main:
+            unlock_run_dir(opts.out)
     return 0
 
 

@@ -3,8 +3,11 @@
 Colour channels go through the network; an alpha channel (RGBA, LA, palette transparency) is
 resized with MATLAB bicubic; greyscale input is run as three equal channels and written back as
 greyscale (the mean of the output channels). Output is 8 bit, in the input's format; JPEG cannot
-hold alpha, so it is dropped there with a warning. Unreadable files are skipped with a warning
-naming them (exit status 1), or stop the run with ``--strict``.
+hold alpha, so it is dropped there with a warning. The EXIF orientation is applied and the
+input's ICC profile is embedded in the output (``csd_fast.data.io``). Unreadable files are skipped
+with a warning naming them (exit status 1), or stop the run with ``--strict``. Output folders are
+checked for writing before the model is loaded; every file is written atomically (temp file +
+rename), so a full disk or a killed run never leaves a truncated image under its final name.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import imresize, list_images, load_image, to_uint8
-from ..data.io import IMAGE_EXTENSIONS, ImageReadError
+from ..data import imresize, list_images, to_uint8
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError, icc_profile_for, open_image, pil_to_tensor, write_pil
+from ..fileio import check_writable_dir
 from ..inference import upscale_tensor
 from ..student_io import load_model
 from .common import accelerated, fast_options, model_hints, network_at, resolve_device
@@ -25,19 +29,20 @@ from .common import accelerated, fast_options, model_hints, network_at, resolve_
 _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def read_alpha_and_mode(path: Path) -> tuple[torch.Tensor | None, bool]:
-    """The alpha channel as float ``[1,H,W]`` (None if opaque) and whether the image is greyscale."""
-    with Image.open(path) as im:
-        grey = im.mode in _GREY_MODES
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        if "A" not in im.getbands():
-            return None, grey
-        alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
-    return torch.from_numpy(alpha)[None], grey
+def read_extras(im: Image.Image, path: Path) -> tuple[torch.Tensor | None, bool, bytes | None]:
+    """The alpha channel of ``im`` (read from ``path``) as float ``[1,H,W]`` (None if opaque),
+    whether it is greyscale, and the ICC profile to give the output (None: none)."""
+    grey = im.mode in _GREY_MODES
+    icc = icc_profile_for(im, grey, path)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if "A" not in im.getbands():
+        return None, grey, icc
+    alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
+    return torch.from_numpy(alpha)[None], grey, icc
 
 
-def write_output(rgb: torch.Tensor, alpha: torch.Tensor | None, grey: bool, path: Path) -> None:
+def write_output(rgb: torch.Tensor, alpha: torch.Tensor | None, grey: bool, path: Path, icc: bytes | None = None) -> None:
     """Write ``[3,H,W]`` (+ alpha ``[1,H,W]``) in [0, 1] as 8 bit; greyscale as one channel."""
     channels = [rgb.mean(0, keepdim=True)] if grey else [rgb]
     if alpha is not None and path.suffix.lower() in (".jpg", ".jpeg"):
@@ -47,8 +52,7 @@ def write_output(rgb: torch.Tensor, alpha: torch.Tensor | None, grey: bool, path
         channels.append(alpha)
     arr = to_uint8(torch.cat(channels)).permute(1, 2, 0).numpy()
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[..., 0] if mode == "L" else arr, mode).save(path, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+    write_pil(Image.fromarray(arr[..., 0] if mode == "L" else arr, mode), path, **({"icc_profile": icc} if icc else {}))
 
 
 def plan_outputs(inputs, output) -> list[tuple[Path, Path]]:
@@ -79,6 +83,8 @@ def plan_outputs(inputs, output) -> list[tuple[Path, Path]]:
 @torch.no_grad()
 def run(args) -> int:
     pairs = plan_outputs(args.inputs, args.output)
+    for folder in sorted({dst.parent for _, dst in pairs}):
+        check_writable_dir(folder, "-o")
     fast = fast_options(args)
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device, **model_hints(args))
@@ -89,18 +95,19 @@ def run(args) -> int:
     skipped = []
     for src, dst in tqdm(pairs, desc=f"x{scale} width {width:g}", unit="img", disable=args.quiet):
         try:
-            rgb = load_image(src)
+            im = open_image(src)
+            rgb = pil_to_tensor(im)
         except ImageReadError as err:
             if args.strict:
                 raise
             warnings.warn(f"skipping {src}: {err}", stacklevel=2)
             skipped.append(src)
             continue
-        alpha, grey = read_alpha_and_mode(src)
+        alpha, grey, icc = read_extras(im, src)
         sr = upscale_tensor(fn, rgb[None].to(device), scale, tile, args.tile_overlap)[0].cpu()
         if alpha is not None:
             alpha = imresize(alpha, scale=scale).clamp(0, 1)
-        write_output(sr, alpha, grey, dst)
+        write_output(sr, alpha, grey, dst, icc)
     if not args.quiet:
         print(f"wrote {len(pairs) - len(skipped)} image(s) to {args.output}; skipped {len(skipped)} unreadable")
     return 1 if skipped else 0

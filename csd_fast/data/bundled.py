@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..optional import missing
 from .imresize import imresize
 from .io import load_image
 
@@ -32,7 +33,7 @@ def bundled_dir() -> Path:
     """The ``skimage/data`` folder of the installed scikit-image (without importing it)."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or spec.origin is None:
-        raise ImportError("bundled images need scikit-image installed (pip install scikit-image)")
+        raise missing("skimage", "the bundled photographs")
     return Path(spec.origin).parent / "data"
 
 

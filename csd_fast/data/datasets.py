@@ -29,7 +29,6 @@ only the rows of the patch: no PNG decoding after the first epoch, with little m
 Images given as tensors are always kept in memory.
 """
 import hashlib
-import os
 import re
 import warnings
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ..fileio import atomic_write
 from .imresize import bicubic_downscale, mod_crop
 from .io import ImageReadError, image_size, list_images, load_image_uint8, to_uint8
 
@@ -156,9 +156,8 @@ def _decoded_once(path: Path, folder: Path) -> torch.Tensor:
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
     cached = folder / f"{key}.npy"
     if not cached.exists():
-        tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
-        np.save(tmp, load_image_uint8(path).permute(1, 2, 0).numpy())
-        os.replace(tmp, cached)
+        with atomic_write(cached) as f:
+            np.save(f, load_image_uint8(path).permute(1, 2, 0).numpy())
     return torch.from_numpy(np.load(cached, mmap_mode="c")).permute(2, 0, 1)
 
 
