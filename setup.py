@@ -14,7 +14,8 @@ from setuptools import find_packages, setup
 
 def _extensions():
     """``csd_fast._C``: csrc/*.cpp always; csrc/cuda/*.cu and the CUDA bindings csrc/cuda/*.cpp
-    only with a CUDA torch and nvcc (set CSD_FAST_NO_CUDA=1 to skip them). The C++ standard
+    only with a CUDA torch and nvcc (set CSD_FAST_NO_CUDA=1 to skip them; without a visible GPU
+    and without TORCH_CUDA_ARCH_LIST they are built for sm_80 and sm_90 + PTX). The C++ standard
     comes from torch's cpp_extension (torch >= 2.11 headers need C++20)."""
     import torch
     from torch.utils import cpp_extension
@@ -30,6 +31,10 @@ def _extensions():
         ext_cls = cpp_extension.CUDAExtension
         sources += cuda_sources
         extra["nvcc"] = ["-O3"]
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            # no GPU to read the architecture from (a build host, or pip's isolated build env with a
+            # CUDA torch): Ampere and Hopper code, plus PTX for newer GPUs
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
     ext = ext_cls("csd_fast._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"])
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
