@@ -449,11 +449,11 @@ class _SignalFlag:
         return self
 
     def _record(self, signum, frame) -> None:
-        second = self.signum is not None
-        self.signum = signum
-        if second:  # stop now, as without the handler
+        if self.signum is not None:  # a second signal: stop now, as without the handler
             self.__exit__()
-            self.deliver()
+            _hand_over(signum)
+            return
+        self.signum = signum
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -461,13 +461,17 @@ class _SignalFlag:
         self._previous = {}
 
     def deliver(self) -> None:
-        """Hand a recorded signal to the handler in place: a Python handler (Ctrl-C's
-        ``default_int_handler`` raises KeyboardInterrupt) is called right here, since a re-sent signal
-        whose handler runs inside a finalizer is swallowed; SIG_DFL is re-sent and ends the process."""
         if self.signum is not None:
             signum, self.signum = self.signum, None
-            handler = signal.getsignal(signum)
-            if callable(handler):
-                handler(signum, None)
-            else:
-                os.kill(os.getpid(), signum)
+            _hand_over(signum)
+
+
+def _hand_over(signum: int) -> None:
+    """Give ``signum`` to its current handler in place: a Python handler (Ctrl-C's
+    ``default_int_handler`` raises KeyboardInterrupt) is called right here, since a re-sent signal
+    whose handler runs inside a finalizer is swallowed; SIG_DFL is re-sent and ends the process."""
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
+    else:
+        os.kill(os.getpid(), signum)
