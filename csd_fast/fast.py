@@ -46,7 +46,7 @@ __all__ = ["accelerate", "FastStudent", "SUPPORTED_DTYPES", "BACKENDS"]
 
 _ALL = (torch.float32, torch.float16, torch.bfloat16)
 SUPPORTED_DTYPES = {"edsr": _ALL, "rcan": _ALL, "carn": _ALL}
-BACKENDS = ("auto", "triton", "eager")
+BACKENDS = ("auto", "triton", "eager", "native")
 
 
 @dataclass
@@ -158,7 +158,12 @@ class FastStudent(nn.Module):
         super().__init__()
         self.arch, self.scale, self.dtype, self.device = model.arch, model.scale, dtype, model._param_device()
         self.tile, self.tile_overlap, self.cuda_graphs = tile, tile_overlap, cuda_graphs
-        ops_cls = _TritonOps if backend == "triton" else _EagerOps
+        if backend == "native":
+            from .native import NativeOps
+
+            ops_cls = NativeOps
+        else:
+            ops_cls = _TritonOps if backend == "triton" else _EagerOps
         self.ops = ops_cls(dtype, model.mean_shift.mean)
         self.backend = self.ops.name
         self.channels = model.head.out_channels
