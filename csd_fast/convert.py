@@ -2,7 +2,8 @@
 
 Spandrel style: canonicalize the wrapper (``params_ema``, ``params``, ``state_dict``, ``model``,
 ``module.`` prefixes), detect the format from the keys, infer the hyperparameters from tensor
-shapes, map every key, and refuse any mismatch by name (missing, unexpected, wrong shape).
+shapes, map every key, and refuse any mismatch by name (missing, unexpected, wrong shape). Each
+architecture declares the formats it loads in its folder (``csd_fast/models/<arch>/formats.py``).
 
 Pixel range. EDSR-PyTorch and the official CSD code run on [0, 255] images (``rgb_range``), BasicSR
 EDSR/RCAN scale [0, 1] input by ``img_range = 255`` inside; csd_fast models run on [0, 1]. These
@@ -22,12 +23,19 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .models import SlimSRModel, model_from_config
-from .models.slim import DIV2K_RGB_MEAN
+from .models import SlimSRModel, architectures, model_from_config
+from .models.formats import CheckpointFormat
 
-FORMATS = ("edsr-pytorch", "csd-official", "basicsr-edsr", "basicsr-rcan", "carn-official")
 _WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
 _MAX_LISTED = 20
+
+
+def checkpoint_formats() -> list[tuple[str, CheckpointFormat]]:
+    """``(arch, format)`` of every checkpoint format the registered architectures declare."""
+    return [(arch.name, fmt) for arch in architectures() for fmt in arch.formats]
+
+
+FORMATS = tuple(fmt.name for _, fmt in checkpoint_formats() if fmt.unsupported is None)
 
 
 def canonicalize(obj) -> dict[str, Tensor]:
@@ -49,115 +57,20 @@ def canonicalize(obj) -> dict[str, Tensor]:
     return out
 
 
+def _detect(sd: dict[str, Tensor]) -> tuple[str, CheckpointFormat]:
+    keys = set(sd)
+    for arch, fmt in checkpoint_formats():
+        if fmt.detect(keys):
+            if fmt.unsupported is not None:
+                raise ValueError(f"state dict: {fmt.unsupported}")
+            return arch, fmt
+    supported = [fmt.name for _, fmt in checkpoint_formats() if fmt.unsupported is None]
+    raise ValueError(f"state dict: unrecognized architecture (expected one of {supported}); first keys: {sorted(keys)[:8]}")
+
+
 def detect_format(sd: dict[str, Tensor]) -> str:
     """The source code base of a canonical state dict, one of ``FORMATS``."""
-    keys = set(sd)
-    if "conv_first.weight" in keys:
-        return "basicsr-rcan" if any(".rcab." in k for k in keys) else "basicsr-edsr"
-    if "head.0.weight" in keys and "body.0.body.0.weight" in keys and "tail.1.weight" in keys:
-        return "edsr-pytorch"
-    if "head.weight" in keys and "tail_conv.weight" in keys and "body_conv.weight" in keys:
-        return "csd-official"
-    if "entry.weight" in keys and "exit.weight" in keys and any(k.startswith("upsample.up") for k in keys):
-        return "carn-official"
-    if "entry.weight" in keys and "upsample.blocks.0.weight" in keys:
-        raise ValueError("state dict: an official-CSD CARN; not supported, its upsampler has no ReLU unlike "
-                         "CARN and csd_fast's SlimCARN (official CARN checkpoints load)")
-    raise ValueError(
-        f"state dict: unrecognized architecture (expected one of {FORMATS}); first keys: {sorted(keys)[:8]}"
-    )
-
-
-def _count(sd, pattern: str) -> int:
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in sd if (m := rx.fullmatch(k))})
-
-
-def _scale_from_upsampler(sd, conv_keys: list[str], n_feats: int) -> int:
-    """x2: one conv to 4C, x4: two, x3: one conv to 9C."""
-    outs = [sd[k].shape[0] for k in conv_keys]
-    if outs == [9 * n_feats]:
-        return 3
-    if outs and all(o == 4 * n_feats for o in outs) and len(outs) in (1, 2):
-        return 2 ** len(outs)
-    raise ValueError(f"state dict: upsampler convs {conv_keys} with {outs} outputs match no scale of 2, 3, 4")
-
-
-def _mean_from_shift(sd, prefix: str, rgb_range: float) -> tuple[float, ...]:
-    """RGB mean of a 1x1 MeanShift conv (``add_mean``: bias = +range * mean, weight = identity)."""
-    w = sd[f"{prefix}.weight"]
-    if w.shape != (3, 3, 1, 1) or not torch.allclose(w.view(3, 3).float(), torch.eye(3)):
-        raise ValueError(f"state dict: {prefix}.weight is not the identity (std != 1 is not supported)")
-    return tuple(float(v) / rgb_range for v in sd[f"{prefix}.bias"])
-
-
-def _default_res_scale(n_feats: int, res_scale: float | None) -> float:
-    return res_scale if res_scale is not None else (0.1 if n_feats >= 256 else 1.0)
-
-
-def _plan(fmt: str, sd, scale, res_scale, rgb_range):
-    """(arch, config, rules, range, consumed keys): ``rules`` map our keys to theirs in order."""
-    if fmt in ("edsr-pytorch", "csd-official"):
-        pytorch = fmt == "edsr-pytorch"
-        n_feats = sd["head.0.weight" if pytorch else "head.weight"].shape[0]
-        n_blocks = _count(sd, r"body\.(\d+)\.body\.0\.weight" if pytorch else r"body\.(\d+)\.conv1\.weight")
-        up = sorted((k for k in sd if re.fullmatch(r"tail\.0\.\d+\.weight" if pytorch else r"upsampler\.blocks\.\d+\.weight", k)),
-                    key=lambda k: int(k.split(".")[-2]))
-        rng = rgb_range or (255.0 if sd["add_mean.bias"].abs().max() > 2 else 1.0)
-        config = dict(scale=_scale_from_upsampler(sd, up, n_feats), n_feats=n_feats, n_resblocks=n_blocks,
-                      res_scale=_default_res_scale(n_feats, res_scale), rgb_mean=_mean_from_shift(sd, "add_mean", rng))
-        if pytorch:
-            rules = [(r"head\.", "head.0."), (r"body\.(\d+)\.conv1\.", r"body.\1.body.0."),
-                     (r"body\.(\d+)\.conv2\.", r"body.\1.body.2."), (r"body_conv\.", f"body.{n_blocks}."),
-                     (r"upsampler\.convs\.(\d+)\.", lambda m: f"tail.0.{2 * int(m.group(1))}."), (r"tail\.", "tail.1.")]
-        else:
-            rules = [(r"upsampler\.convs\.", "upsampler.blocks."), (r"tail\.", "tail_conv.")]
-        consumed = ["sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias"]
-        return "edsr", config, rules, rng, consumed
-    if fmt in ("basicsr-edsr", "basicsr-rcan"):
-        n_feats = sd["conv_first.weight"].shape[0]
-        up = sorted((k for k in sd if re.fullmatch(r"upsample\.\d+\.weight", k)), key=lambda k: int(k.split(".")[1]))
-        common = dict(scale=_scale_from_upsampler(sd, up, n_feats), n_feats=n_feats, rgb_mean=DIV2K_RGB_MEAN)
-        outer = [(r"head\.", "conv_first."), (r"body_conv\.", "conv_after_body."),
-                 (r"upsampler\.convs\.(\d+)\.", lambda m: f"upsample.{2 * int(m.group(1))}."), (r"tail\.", "conv_last.")]
-        if fmt == "basicsr-edsr":
-            config = dict(common, n_resblocks=_count(sd, r"body\.(\d+)\.conv1\.weight"),
-                          res_scale=_default_res_scale(n_feats, res_scale))
-            return "edsr", config, outer, rgb_range or 255.0, []
-        ca = sd["body.0.residual_group.0.rcab.3.attention.1.weight"].shape[0]
-        config = dict(common, n_resgroups=_count(sd, r"body\.(\d+)\.conv\.weight"),
-                      n_resblocks=_count(sd, r"body\.0\.residual_group\.(\d+)\.rcab\.0\.weight"),
-                      reduction=max(1, n_feats // ca), ca_channels=ca)
-        block = r"groups\.(\d+)\.blocks\.(\d+)\."
-        rules = [(block + r"conv1\.", r"body.\1.residual_group.\2.rcab.0."),
-                 (block + r"conv2\.", r"body.\1.residual_group.\2.rcab.2."),
-                 (block + r"ca\.down\.", r"body.\1.residual_group.\2.rcab.3.attention.1."),
-                 (block + r"ca\.up\.", r"body.\1.residual_group.\2.rcab.3.attention.3."),
-                 (r"groups\.(\d+)\.conv\.", r"body.\1.conv.")] + outer
-        return "rcan", config, rules, rgb_range or 255.0, []
-    # carn-official
-    n_feats = sd["entry.weight"].shape[0]
-    scales = sorted({int(m.group(1)) for k in sd if (m := re.match(r"upsample\.up(\d)\.", k))})
-    if scales:
-        if scale is None:
-            raise ValueError(f"scale: this CARN checkpoint is multi-scale (x{', x'.join(map(str, scales))}); pass scale=")
-        if scale not in scales:
-            raise ValueError(f"scale: expected one of {scales} for this multi-scale CARN checkpoint, got {scale!r}")
-        up_prefix = f"upsample.up{scale}.body."
-    else:
-        up_prefix = "upsample.up.body."
-    up = sorted((k for k in sd if k.startswith(up_prefix) and k.endswith(".weight")), key=lambda k: int(k.split(".")[-2]))
-    rng = rgb_range or 1.0
-    config = dict(scale=_scale_from_upsampler(sd, up, n_feats), n_feats=n_feats,
-                  rgb_mean=_mean_from_shift(sd, "add_mean.shifter", rng))
-    rules = [(r"head\.", "entry."), (r"tail\.", "exit."),
-             (r"body\.units\.(\d)\.units\.(\d)\.conv(\d)\.", lambda m: f"b{int(m[1]) + 1}.b{int(m[2]) + 1}.body.{2 * int(m[3]) - 2}."),
-             (r"body\.units\.(\d)\.fuse\.(\d)\.", lambda m: f"b{int(m[1]) + 1}.c{int(m[2]) + 1}.body.0."),
-             (r"body\.fuse\.(\d)\.", lambda m: f"c{int(m[1]) + 1}.body.0."),
-             (r"upsampler\.convs\.(\d+)\.", lambda m: f"{up_prefix}{3 * int(m[1])}.")]
-    consumed = [f"{p}.shifter.{t}" for p in ("sub_mean", "add_mean") for t in ("weight", "bias")]
-    consumed += [k for k in sd if k.startswith("upsample.up") and not k.startswith(up_prefix)]  # the other scales
-    return "carn", config, rules, rng, consumed
+    return _detect(sd)[1].name
 
 
 def _their_key(ours: str, rules) -> str:
@@ -182,8 +95,10 @@ def load_teacher_state(obj, source: str = "state dict", scale: int | None = None
     unexpected and shape-mismatched key by its name in the checkpoint.
     """
     sd = canonicalize(obj)
-    fmt = detect_format(sd)
-    arch, config, rules, rng, consumed = _plan(fmt, sd, scale, res_scale, rgb_range)
+    arch, form = _detect(sd)
+    fmt = form.name
+    plan = form.plan(sd, scale, res_scale, rgb_range)
+    config, rules, rng, consumed = plan.config, plan.rules, plan.rgb_range, plan.consumed
     if scale is not None and config["scale"] != scale:
         raise ValueError(f"scale: {source} is a x{config['scale']} {fmt} model, got scale={scale}")
     with torch.device("meta"):
@@ -201,11 +116,7 @@ def load_teacher_state(obj, source: str = "state dict", scale: int | None = None
     out = {}
     for ours, theirs in mapping.items():
         t = sd[theirs].detach().float().cpu()
-        if rng != 1.0 and ".ca.up.weight" in ours:
-            t = t * rng
-        elif rng != 1.0 and ours.endswith(".bias") and ".ca.up." not in ours:
-            t = t / rng
-        out[ours] = t
+        out[ours] = form.rescale(ours, t, rng) if rng != 1.0 else t
     out["mean_shift.mean"] = torch.tensor(config["rgb_mean"], dtype=torch.float32).view(1, 3, 1, 1)
     return arch, config, out, fmt
 

@@ -1,22 +1,28 @@
 """Fast inference of exported SR students: ``accelerate(student) -> FastStudent``.
 
 A :class:`FastStudent` runs the same math as the eager model (NCHW [0,1] float in, NCHW out in
-the input's dtype) through one of two backends, built once from the model's layers:
+the input's dtype): the architecture's plan (``csd_fast/models/<arch>/plan.py``, found through the
+registry) packs the model's layers once and runs them over one of the backends of
+``csd_fast.backends`` (the protocol is documented there). This module is the generic part: the
+backend choice, the calling convention, CUDA graphs and tiling.
 
 - ``"triton"``: the fused kernels of ``csd_fast.kernels`` on channels_last (NHWC) activations,
   weights packed once. The head reads the NCHW input and subtracts the mean on load; the tail
   adds the mean and writes the NCHW output; residuals, ReLUs and pixel shuffles are epilogues;
   CARN's concatenations are slices of preallocated buffers (never copied by ``torch.cat``).
-- ``"eager"``: the same layer plan on PyTorch ops (channels_last, contiguous weights in the
-  compute dtype, ``inference_mode``): the CPU path.
+- ``"native"``: the same plan on the C++ CPU kernels of ``csd_fast.native`` (fp32, bf16).
+- ``"eager"``: the same plan on PyTorch ops (channels_last, contiguous weights in the
+  compute dtype, ``inference_mode``).
 
 On CUDA (``cuda_graphs=True``) each input shape and dtype is captured once in a CUDA graph (kept
 for the module's life) and replayed; under ``torch.compile`` the plain ops are traced instead.
 
-``backend="auto"`` picks Triton on CUDA and eager elsewhere; ``backend="triton"`` on CPU tensors
+``backend="auto"`` picks Triton on CUDA, native on CPU for fp32 and bf16 (eager for fp16 or
+without the compiled ops); ``backend="triton"`` on CPU tensors
 needs ``TRITON_INTERPRET=1`` (set before ``csd_fast.kernels`` is first imported).
 
-Dtypes (``SUPPORTED_DTYPES``): fp32, fp16 and bf16 for EDSR, RCAN and CARN. Accumulation is fp32
+Dtypes (``SUPPORTED_DTYPES``, from each architecture's registry entry): fp32, fp16 and bf16 for
+EDSR, RCAN and CARN. Accumulation is fp32
 in every conv; fp32 runs on TF32 tensor cores on a GPU (as cuDNN convs do by default). RCAN's
 channel attention (pooling, the two 1x1 convs, the sigmoid) always runs in fp32 on both backends,
 so fp16 cannot overflow there; its residual stream is stored in the compute dtype as in the eager
@@ -31,125 +37,24 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import native  # noqa: F401  (adds the "native" CPU backend to BACKEND_CLASSES)
+from .backends import BACKEND_CLASSES
 from .models.base import SlimSRModel, check_lr_input
-from .models.carn import ResidualUnit
+from .models.registry import SUPPORTED_DTYPES, get_arch
 from .models.slim import check_width
 
 __all__ = ["accelerate", "FastStudent", "SUPPORTED_DTYPES", "BACKENDS"]
 
-_ALL = (torch.float32, torch.float16, torch.bfloat16)
-SUPPORTED_DTYPES = {"edsr": _ALL, "rcan": _ALL, "carn": _ALL}
-BACKENDS = ("auto", "triton", "eager", "native")
-
-
-@dataclass
-class _Conv:
-    """One conv of the plan: weight in the backend's layout and dtype, fp32 (triton) or dtype (eager) bias."""
-
-    weight: Tensor
-    bias: Optional[Tensor]
-    k: int
-
-
-@dataclass
-class _Attention:
-    """RCAN channel attention in fp32: ``w_down [C_r, C]``, ``w_up [C, C_r]``."""
-
-    w_down: Tensor
-    b_down: Tensor
-    w_up: Tensor
-    b_up: Tensor
-
-
-def _attention(ca) -> _Attention:
-    f32 = lambda t: t.detach().float().contiguous()
-    down, up = ca.down, ca.up
-    return _Attention(f32(down.weight.flatten(1)), f32(down.bias), f32(up.weight.flatten(1)), f32(up.bias))
-
-
-class _EagerOps:
-    """The plan's ops on PyTorch: channels_last activations in ``dtype``."""
-
-    name = "eager"
-
-    def __init__(self, dtype: torch.dtype, mean: Tensor):
-        self.dtype = dtype
-        self.mean = mean.view(1, 3, 1, 1).to(dtype)
-
-    def pack(self, conv: nn.Conv2d, shuffle: int = 1) -> _Conv:
-        """Contiguous weights and bias in ``dtype`` (torch's channel order, whatever ``shuffle``)."""
-        w = conv.weight.detach().to(self.dtype).contiguous(memory_format=torch.channels_last)
-        b = None if conv.bias is None else conv.bias.detach().to(self.dtype)
-        return _Conv(w, b, conv.kernel_size[0])
-
-    def conv(self, x, layer, *, out=None, residual=None, res_scale=1.0, relu=False, shuffle=1, sub_mean=False, add_mean=False):
-        """``out = [relu](residual + res_scale * shuffle(conv(x [- mean]))) [+ mean]``."""
-        if sub_mean:
-            x = x.to(self.dtype, memory_format=torch.channels_last) - self.mean
-        y = F.conv2d(x, layer.weight, layer.bias, padding=layer.k // 2)
-        if shuffle > 1:
-            y = F.pixel_shuffle(y, shuffle)
-        if residual is not None:
-            y = torch.add(residual, y, alpha=res_scale)
-        if relu:
-            y = y.relu_()
-        if add_mean:
-            y = y + self.mean
-        if out is None:
-            return y
-        return out.copy_(y)
-
-    def ca_residual(self, x, t, conv2, att: _Attention, pool):
-        """``x + r * sigmoid(up(relu(down(mean(r)))))``, ``r = conv2(t)``; the attention in fp32."""
-        r = self.conv(t, conv2)
-        s = torch.sigmoid(F.linear(F.relu(F.linear(r.float().mean((2, 3)), att.w_down, att.b_down)), att.w_up, att.b_up))
-        return torch.addcmul(x, r, s.to(r.dtype)[:, :, None, None])
-
-    def pools(self, count, n, c, device):
-        return [None] * count
-
-
-class _TritonOps:
-    """The plan's ops on the fused kernels (``csd_fast.kernels``, imported on first use)."""
-
-    name = "triton"
-
-    def __init__(self, dtype: torch.dtype, mean: Tensor):
-        from csd_fast import kernels  # decorating the kernels reads TRITON_INTERPRET
-
-        self.k = kernels
-        self.dtype = dtype
-        self.mean = mean.reshape(3).float().contiguous()
-
-    def pack(self, conv: nn.Conv2d, shuffle: int = 1) -> _Conv:
-        """K-major weights in ``dtype``, fp32 bias; pixel-shuffle column order for ``shuffle > 1``."""
-        k = self.k
-        return _Conv(k.pack_conv_weight(conv.weight, self.dtype, shuffle), k.pack_conv_bias(conv.bias, shuffle), conv.kernel_size[0])
-
-    def conv(self, x, layer, *, out=None, residual=None, res_scale=1.0, relu=False, shuffle=1, sub_mean=False, add_mean=False, pool=None):
-        return self.k.conv2d(
-            x, layer.weight, layer.bias, out=out, residual=residual, res_scale=res_scale, relu=relu, shuffle=shuffle,
-            mean_in=self.mean if sub_mean else None, mean_out=self.mean if add_mean else None, pool=pool,
-        )
-
-    def ca_residual(self, x, t, conv2, att: _Attention, pool):
-        r = self.conv(t, conv2, pool=pool)
-        return self.k.ca_residual(x, r, pool, att.w_down, att.b_down, att.w_up, att.b_up)
-
-    def pools(self, count, n, c, device):
-        """Zeroed fp32 per-channel sums, one [N, C] slice per RCAB (one memset per forward)."""
-        return list(torch.zeros(count, n, c, device=device, dtype=torch.float32).unbind(0))
+BACKENDS = ("auto", *BACKEND_CLASSES)
 
 
 class FastStudent(nn.Module):
-    """Inference-only twin of an exported EDSR/RCAN/CARN student; see the module docstring.
+    """Inference-only twin of an exported student with a fast path; see the module docstring.
 
     Frozen to the device, dtype and weights it was built with (``accelerate`` again to change them).
     """
@@ -158,91 +63,14 @@ class FastStudent(nn.Module):
         super().__init__()
         self.arch, self.scale, self.dtype, self.device = model.arch, model.scale, dtype, model._param_device()
         self.tile, self.tile_overlap, self.cuda_graphs = tile, tile_overlap, cuda_graphs
-        if backend == "native":
-            from .native import NativeOps
-
-            ops_cls = NativeOps
-        else:
-            ops_cls = _TritonOps if backend == "triton" else _EagerOps
-        self.ops = ops_cls(dtype, model.mean_shift.mean)
+        self.ops = BACKEND_CLASSES[backend](dtype, model.mean_shift.mean)
         self.backend = self.ops.name
-        self.channels = model.head.out_channels
-        pack = self.ops.pack
-        self.head, self.tail = pack(model.head), pack(model.tail)
-        self.up = [(pack(conv, f), f) for conv, f in zip(model.upsampler.convs, model.upsampler.factors)]
-        self.up_relu = model.upsampler.act
-        if self.arch == "edsr":
-            self.blocks = [(pack(b.conv1), pack(b.conv2), float(b.res_scale)) for b in model.body]
-            self.body_conv = pack(model.body_conv)
-        elif self.arch == "rcan":
-            self.groups = [([(pack(b.conv1), pack(b.conv2), _attention(b.ca)) for b in g.blocks], pack(g.conv)) for g in model.groups]
-            self.body_conv = pack(model.body_conv)
-        else:
-            self.cascade = self._pack_cascade(model.body)
+        self.plan = get_arch(model.arch).plan(model, self.ops)
         self._graphs: dict = {}
-
-    def _pack_cascade(self, node):
-        """CARN: ``(units, fuses)``; a unit is ``(conv1, conv2)`` or a nested cascade."""
-        pack = self.ops.pack
-        units = [(pack(u.conv1), pack(u.conv2)) if isinstance(u, ResidualUnit) else self._pack_cascade(u) for u in node.units]
-        return units, [pack(f) for f in node.fuse]
-
-    # ---- the architectures, written once over the backend ops -------------------------------
-
-    def _new(self, n, c, h, w):
-        return torch.empty(n, c, h, w, device=self.device, dtype=self.dtype, memory_format=torch.channels_last)
 
     def _run(self, x: Tensor, out: Tensor) -> Tensor:
         """The network on ``x``, its [B, 3, sH, sW] result written into ``out``."""
-        ops = self.ops
-        n, _, h, w = x.shape
-        if self.arch == "carn":
-            c = self.channels
-            bufs = [self._new(n, 4 * c, h, w), self._new(n, 4 * c, h, w)]  # outer and inner concatenations
-            ops.conv(x, self.head, sub_mean=True, out=bufs[0][:, :c])
-            r = self._cascade(self.cascade, bufs, 0)
-        else:
-            head = ops.conv(x, self.head, sub_mean=True)
-            r = self._edsr_body(head) if self.arch == "edsr" else self._rcan_body(head)
-            r = ops.conv(r, self.body_conv, residual=head)
-        for conv, f in self.up:
-            r = ops.conv(r, conv, shuffle=f, relu=self.up_relu)
-        return ops.conv(r, self.tail, add_mean=True, out=out)
-
-    def _edsr_body(self, r):
-        for conv1, conv2, res_scale in self.blocks:
-            r = self.ops.conv(self.ops.conv(r, conv1, relu=True), conv2, residual=r, res_scale=res_scale)
-        return r
-
-    def _rcan_body(self, r):
-        n, c = r.shape[:2]
-        pools = iter(self.ops.pools(sum(len(blocks) for blocks, _ in self.groups), n, c, r.device))
-        for blocks, conv in self.groups:
-            g = r
-            for conv1, conv2, att in blocks:
-                g = self.ops.ca_residual(g, self.ops.conv(g, conv1, relu=True), conv2, att, next(pools))
-            r = self.ops.conv(g, conv, residual=r)
-        return r
-
-    def _cascade(self, node, bufs, depth, dest=None):
-        """``o_i = relu(fuse_i(cat(x, b_1..b_i)))``, the input ``x`` in ``bufs[depth][:, :C]`` and each
-        ``b_i`` written into the next slot; returns ``o_3`` (into ``dest`` if given)."""
-        units, fuses = node
-        c, buf, ops = self.channels, bufs[depth], self.ops
-        nested = not isinstance(units[0][0], _Conv)
-        out = buf[:, :c]
-        for i, (unit, fuse) in enumerate(zip(units, fuses)):
-            slot = buf[:, (i + 1) * c:(i + 2) * c]
-            if nested:  # its input (head output or o_{i-1}) is already in the inner buffer's first slot
-                if i == 0:
-                    bufs[depth + 1][:, :c].copy_(out)
-                self._cascade(unit, bufs, depth + 1, dest=slot)
-            else:
-                conv1, conv2 = unit
-                ops.conv(ops.conv(out, conv1, relu=True), conv2, residual=out, relu=True, out=slot)
-            target = dest if i == len(units) - 1 else (bufs[depth + 1][:, :c] if nested else None)
-            out = ops.conv(buf[:, :(i + 2) * c], fuse, relu=True, out=target)
-        return out
+        return self.plan.run(x, out)
 
     # ---- calling convention, CUDA graphs, tiling --------------------------------------------
 
@@ -319,7 +147,7 @@ def _windows(size: int, tile: int, overlap: int):
         yield start, min(start + tile, size), min(max(start - overlap, 0), size - win)
 
 
-def _pick_backend(backend: str, device: torch.device) -> str:
+def _pick_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -327,7 +155,11 @@ def _pick_backend(backend: str, device: torch.device) -> str:
             warnings.warn("accelerate: triton is not installed, so the CUDA model runs the eager backend (cuDNN); "
                           "pip install 'triton>=3.6,<3.10' for the fused kernels", RuntimeWarning, stacklevel=3)
             return "eager"
-        return "triton" if device.type == "cuda" else "eager"
+        if device.type == "cuda":
+            return "triton"
+        return "native" if native.available() and dtype in native.DTYPES else "eager"
+    if backend == "native" and device.type != "cpu":
+        raise ValueError(f"backend='native': expected a CPU model, got device {device}")
     if backend == "triton":
         if not _has_triton():
             raise RuntimeError("backend='triton': triton is not installed (pip install 'triton>=3.6,<3.10'), use backend='eager'")
@@ -354,7 +186,7 @@ def accelerate(
     exported first), on the student's device, computing in ``dtype`` (default: the student's)."""
     if not isinstance(student, SlimSRModel) or student.arch not in SUPPORTED_DTYPES:
         got = getattr(student, "arch", None) or type(student).__name__
-        raise TypeError(f"student: expected an EDSR, RCAN or CARN SlimSRModel, got {got!r}")
+        raise TypeError(f"student: expected a SlimSRModel of one of {sorted(SUPPORTED_DTYPES)}, got {got!r}")
     if width is not None:
         student = student.export(check_width(width))
     dtype = dtype or student._param_dtype()
@@ -364,5 +196,5 @@ def accelerate(
         raise ValueError(f"tile: expected None or a positive int (LR pixels), got {tile!r}")
     if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
         raise ValueError(f"tile_overlap: expected an int >= 0 (LR pixels), got {tile_overlap!r}")
-    backend = _pick_backend(backend, student._param_device())
+    backend = _pick_backend(backend, student._param_device(), dtype)
     return FastStudent(student.eval(), dtype, backend, tile, tile_overlap, cuda_graphs).eval()

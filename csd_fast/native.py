@@ -7,7 +7,7 @@ activations with its epilogue fused into the store, in the order of the eager ba
 
 fp32 (FMA) or bf16 (AVX512_BF16 dot products of channel pairs, fp32 accumulation, one rounding
 at the store). ``torch.ops.csd_cpu.ca_apply`` finishes RCAN's channel attention from the pooled
-sums. Weights are packed once by :meth:`NativeOps.pack` (16 output channels per block, the pixel
+sums. Weights are packed once by :meth:`NativeBackend.pack` (16 output channels per block, the pixel
 shuffle's channel order applied so the shuffle is a store address).
 
 Why hand-written: at the students' channel counts (16-64) oneDNN's convolutions through PyTorch
@@ -16,7 +16,7 @@ shifts (issue 12's profile), and OpenVINO/ONNX Runtime cannot run inside ``FastS
 
 The instruction set is picked at run time (AVX-512, AVX2+FMA, portable scalar; bf16 without
 AVX512_BF16 runs the scalar path). Force one with ``CSD_FAST_CPU_ISA=scalar|avx2|avx512`` (read
-when a backend is built) or ``NativeOps(..., isa=...)``; asking for one the CPU lacks is an error.
+when a backend is built) or ``NativeBackend(..., isa=...)``; asking for one the CPU lacks is an error.
 """
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fast import _Conv
+from .backends import BACKEND_CLASSES, Backend, PackedConv
 
 try:
     from . import _C  # noqa: F401  (registers torch.ops.csd_cpu.*)
 except ImportError:  # pragma: no cover - reported by available()
     _C = None
 
-__all__ = ["NativeOps", "ISAS", "available", "best_isa"]
+__all__ = ["NativeBackend", "ISAS", "available", "best_isa"]
 
 ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
 DTYPES = (torch.float32, torch.bfloat16)
@@ -61,7 +61,7 @@ def _isa_code(isa: Optional[str]) -> int:
 
 
 @dataclass
-class NativeConv(_Conv):
+class NativeConv(PackedConv):
     """A packed conv: fp32 ``[CB, k*k, Cin, 16]`` or bf16 ``[CB, k*k, ceil(Cin/2), 16, 2]`` weight,
     fp32 bias ``[CB*16]`` (zero padded), the real output channel count ``cout``."""
 
@@ -95,9 +95,9 @@ def _shuffle_order(t: Tensor, r: int) -> Tensor:
     return t.reshape(t.shape[0] // (r * r), r * r, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
 
 
-class NativeOps:
-    """The FastStudent plan's ops on the ``csd_cpu`` kernels: channels_last activations in
-    ``dtype`` (fp32 or bf16), the head's input mean-shifted as in the eager backend."""
+class NativeBackend(Backend):
+    """The backend protocol (``csd_fast.backends``) on the ``csd_cpu`` kernels: channels_last
+    activations in ``dtype`` (fp32 or bf16), the head's input mean-shifted as in the eager backend."""
 
     name = "native"
 
@@ -106,7 +106,7 @@ class NativeOps:
             raise RuntimeError("backend='native': csd_fast._C was built without the csd_cpu ops; reinstall csd_fast")
         if dtype not in DTYPES:
             raise ValueError(f"dtype: the native CPU backend computes in float32 or bfloat16, got {dtype}")
-        self.dtype = dtype
+        super().__init__(dtype, mean)
         self.isa = _isa_code(isa)
         self.mean_in = mean.view(1, 3, 1, 1).to(dtype)
         self.mean = mean.reshape(3).float().contiguous()
@@ -130,11 +130,6 @@ class NativeOps:
             return out.copy_(dest)
         return dest
 
-    def res_block(self, x, conv1, conv2, *, res_scale=1.0, relu_out=False, out=None):
-        """``[relu](x + res_scale * conv2(relu(conv1(x))))``."""
-        t = self.conv(x, conv1, relu=True)
-        return self.conv(t, conv2, residual=x, res_scale=res_scale, relu=relu_out, out=out)
-
     def ca_residual(self, x, t, conv2, att, pool):
         """``x + r * sigmoid(up(relu(down(mean(r)))))``, ``r = conv2(t)`` pooled in its store."""
         r = self.conv(t, conv2, pool=pool)
@@ -147,7 +142,10 @@ class NativeOps:
         return list(torch.zeros(count, n, c, device=device, dtype=torch.float32).unbind(0))
 
     def _new(self, shape, device):
-        return torch.empty(shape, device=device, dtype=self.dtype, memory_format=torch.channels_last)
+        return self.empty(*shape, device)
+
+
+BACKEND_CLASSES["native"] = NativeBackend
 
 
 if available():

@@ -123,12 +123,12 @@ def test_student_matches_eager_model(arch, preset, width, scale, isa, monkeypatc
 def test_isa_choice_is_checked(monkeypatch):
     assert native.best_isa() in native.ISAS
     with pytest.raises(ValueError, match="isa"):
-        native.NativeOps(torch.float32, torch.zeros(3), isa="sse9")
+        native.NativeBackend(torch.float32, torch.zeros(3), isa="sse9")
     monkeypatch.setenv("CSD_FAST_CPU_ISA", "avx1024")
     with pytest.raises(ValueError, match="CSD_FAST_CPU_ISA"):
-        native.NativeOps(torch.float32, torch.zeros(3))
+        native.NativeBackend(torch.float32, torch.zeros(3))
     with pytest.raises(ValueError, match="float32 or bfloat16"):
-        native.NativeOps(torch.float16, torch.zeros(3), isa="auto")
+        native.NativeBackend(torch.float16, torch.zeros(3), isa="auto")
 
 
 def test_conv_rejects_bad_weight():

@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SlimSRModel
-from .registry import register_model
-from .slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
+from ..base import SlimSRModel
+from ..slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
 
 
 class ResBlock(nn.Module):
@@ -25,7 +24,6 @@ class ResBlock(nn.Module):
         return x + self.res_scale * self.conv2(F.relu(self.conv1(x, width)), width)
 
 
-@register_model("edsr")
 class SlimEDSR(SlimSRModel):
     arch = "edsr"
 

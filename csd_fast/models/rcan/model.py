@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SlimSRModel
-from .registry import register_model
-from .slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
+from ..base import SlimSRModel
+from ..slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
 
 
 class ChannelAttention(nn.Module):
@@ -51,7 +50,6 @@ class ResidualGroup(nn.Module):
         return x + self.conv(r, width)
 
 
-@register_model("rcan")
 class SlimRCAN(SlimSRModel):
     arch = "rcan"
 

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SlimSRModel
-from .registry import register_model
-from .slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
+from ..base import SlimSRModel
+from ..slim import DIV2K_RGB_MEAN, SlimConv2d, slim_channels
 
 
 class ResidualUnit(nn.Module):
@@ -47,7 +46,6 @@ class Cascade(nn.Module):
         return out
 
 
-@register_model("carn")
 class SlimCARN(SlimSRModel):
     arch = "carn"
 
