@@ -175,6 +175,9 @@ def main(argv=None):
     p.add_argument("--cpu-threads", default="1,2", help="CPU: thread counts, e.g. 1,2")
     p.add_argument("--rounds", type=int, default=None, help="CPU: interleaved rounds (default 7; --quick 2)")
     p.add_argument("--gap-ms", type=float, default=30.0, help="CPU: idle gap before each timed call")
+    p.add_argument("--psnr-student", type=Path, default=None,
+                   help="CPU: a trained student (.safetensors, csd-fast export) for the bf16-vs-fp32 PSNR-Y check "
+                        "on the bundled held-out photos")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
@@ -375,7 +378,7 @@ def _cpu_row_text(r):
 
 
 def cpu_main(args, argv):
-    args.thread_counts = [int(t) for t in args.cpu_threads.split(",")]
+    args.thread_counts = [args.threads] if args.threads else [int(t) for t in args.cpu_threads.split(",")]
     args.rounds = args.rounds or (2 if args.quick else 7)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     students = ["demo"] if args.quick else list(CPU_STUDENTS)
@@ -387,8 +390,10 @@ def cpu_main(args, argv):
             for scale in scales:
                 for size, lr_hw in sizes.items():
                     rows += cpu_case(label, scale, size, lr_hw, args, Path(tmp))
+    torch.set_num_threads(max(args.thread_counts))
+    psnr = bf16_psnr(args.psnr_student, args.quick) if args.psnr_student else None
     meta = dict(
-        device=device_name(torch.device("cpu")), cpu=_cpu_model(), torch=torch.__version__, runtimes=_runtime_versions(),
+        psnr=psnr, device=device_name(torch.device("cpu")), cpu=_cpu_model(), torch=torch.__version__, runtimes=_runtime_versions(),
         rounds=args.rounds, warmup=args.warmup, gap_ms=args.gap_ms, quick=args.quick,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join(["python bench/speed.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -399,6 +404,28 @@ def cpu_main(args, argv):
     (args.out / "speed_cpu.md").write_text(_cpu_markdown(meta, rows))
     print(f"wrote {args.out / 'speed_cpu'}.json and .md")
     return rows
+
+
+def bf16_psnr(path: Path, quick: bool) -> dict:
+    """PSNR-Y (crop = scale) of the native backend in fp32 and bf16 on the bundled held-out photos
+    (LR = MATLAB bicubic of the mod-cropped HR; longer side <= 256, 128 with ``--quick``)."""
+    from csd_fast.data import bicubic_downscale, bundled_images
+    from csd_fast.data.imresize import mod_crop
+    from csd_fast.metrics import psnr_y
+    from csd_fast.student_io import load_student
+
+    student = load_student(path)
+    s = student.scale
+    fast = {d: accelerate(student, dtype=DTYPES[d], backend="native") for d in ("fp32", "bf16")}
+    per_image = {}
+    for name, hr in bundled_images("test", max_side=128 if quick else 256):
+        hr = mod_crop(hr, s)[None]
+        lr = bicubic_downscale(hr, s).clamp(0, 1)
+        per_image[name] = {d: psnr_y(f(lr).clamp(0, 1), hr, s) for d, f in fast.items()}
+    mean = {d: statistics.mean(v[d] for v in per_image.values()) for d in fast}
+    delta = max(abs(v["bf16"] - v["fp32"]) for v in per_image.values())
+    print(f"PSNR-Y {path.name}: fp32 {mean['fp32']:.3f} dB, bf16 {mean['bf16']:.3f} dB, max |delta| {delta:.4f} dB", flush=True)
+    return dict(student=str(path.name), arch=student.arch, scale=s, per_image=per_image, mean=mean, max_abs_delta_db=delta)
 
 
 def _cpu_model():
@@ -448,6 +475,11 @@ def _cpu_markdown(meta, rows):
                      + " | ".join(cells + ratios + gf) + " |")
     notes = sorted({f"{k}: {v}" for r in rows for k, v in r["notes"].items()})
     errs = {n: max(r["max_err"].get(n, 0.0) for r in rows) for n in cols}
+    if meta["psnr"]:
+        p = meta["psnr"]
+        lines += ["", f"bf16 quality ({p['arch']} x{p['scale']} student `{p['student']}`, bundled held-out photos, native "
+                      f"backend): PSNR-Y fp32 {p['mean']['fp32']:.3f} dB, bf16 {p['mean']['bf16']:.3f} dB, largest "
+                      f"per-image |difference| {p['max_abs_delta_db']:.4f} dB."]
     lines += ["", "Max |output - eager fp32 student| over all rows: " + ", ".join(f"{n} {v:.2g}" for n, v in errs.items())]
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]

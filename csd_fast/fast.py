@@ -147,7 +147,7 @@ def _windows(size: int, tile: int, overlap: int):
         yield start, min(start + tile, size), min(max(start - overlap, 0), size - win)
 
 
-def _pick_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+def _pick_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "auto":

@@ -130,6 +130,19 @@ class NativeBackend(Backend):
             return out.copy_(dest)
         return dest
 
+    def res_block(self, x, conv1, conv2, *, res_scale=1.0, relu_out=False, out=None):
+        """``[relu](x + res_scale * conv2(relu(conv1(x))))`` in one op over row tiles (``out`` must not
+        alias ``x``); C -> C -> C convs of one kernel size only, else the two-conv default."""
+        c = x.shape[1]
+        if not (conv1.k == conv2.k and conv1.cout == conv2.cout == c):
+            return super().res_block(x, conv1, conv2, res_scale=res_scale, relu_out=relu_out, out=out)
+        dest = out if out is not None and out.dtype == self.dtype else self.empty(*x.shape, x.device)
+        torch.ops.csd_cpu.res_block(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias, conv1.k, dest, float(res_scale),
+                                    relu_out, self.isa, 0)
+        if out is not None and dest is not out:
+            return out.copy_(dest)
+        return dest
+
     def ca_residual(self, x, t, conv2, att, pool):
         """``x + r * sigmoid(up(relu(down(mean(r)))))``, ``r = conv2(t)`` pooled in its store."""
         r = self.conv(t, conv2, pool=pool)
@@ -152,6 +165,10 @@ if available():
 
     @torch.library.register_fake("csd_cpu::conv2d")
     def _conv2d_fake(x, w, bias, k, cout, out, residual, res_scale, relu, shuffle, mean_out, pool, isa):
+        return None
+
+    @torch.library.register_fake("csd_cpu::res_block")
+    def _res_block_fake(x, w1, b1, w2, b2, k, out, res_scale, relu_out, isa, tile):
         return None
 
     @torch.library.register_fake("csd_cpu::ca_apply")

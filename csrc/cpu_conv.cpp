@@ -2,6 +2,9 @@
 //   conv2d(...)   the fused NHWC 'same' conv of cpu_conv.h, dispatched at run time to AVX-512
 //                 (fp32, bf16 with AVX512_BF16), AVX2+FMA (fp32) or the portable scalar path;
 //   ca_apply(...) RCAN's channel attention from pooled sums: out = x + r * sigmoid(up(relu(down(mean))));
+//   res_block(...) [relu](x + res_scale * conv2(relu(conv1(x)))) fused over row tiles: each thread
+//                 computes conv1 for its tile (plus a one-row halo) into a private buffer that
+//                 stays in L2, then conv2 from it, so the intermediate never reaches memory;
 //   best_isa(bf16) the path ``isa=0`` picks on this machine (1 scalar, 2 avx2, 3 avx512).
 // Threads: at::parallel_for (torch's pool and thread count) over contiguous chunks of output rows.
 #include <ATen/ATen.h>
@@ -45,34 +48,56 @@ void check_act(const at::Tensor& t, const char* name, at::ScalarType dtype) {
   TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, ": expected dtype ", dtype, ", got ", t.scalar_type());
 }
 
-void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, int64_t k, int64_t cout,
-            at::Tensor& out, const std::optional<at::Tensor>& residual, double res_scale, bool relu, int64_t shuffle,
-            const std::optional<at::Tensor>& mean_out, const std::optional<at::Tensor>& pool, int64_t isa) {
+void check_weight(const at::Tensor& w, const std::optional<at::Tensor>& bias, at::ScalarType dt, int64_t cin, int64_t cout,
+                  int64_t k, const char* wname, const char* bname) {
+  const int64_t CB = (cout + 15) / 16, cin_w = dt == at::kBFloat16 ? (cin + 1) / 2 * 2 : cin;
+  TORCH_CHECK_TYPE(w.scalar_type() == dt, wname, ": expected dtype ", dt, ", got ", w.scalar_type());
+  TORCH_CHECK_VALUE(w.is_contiguous() && w.numel() == CB * k * k * cin_w * 16, wname, ": expected a contiguous packed weight of ",
+                    CB * k * k * cin_w * 16, " elements for Cin=", cin, " cout=", cout, " k=", k, ", got shape ", w.sizes());
+  if (bias)
+    TORCH_CHECK_VALUE(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == CB * 16,
+                      bname, ": expected a contiguous fp32 tensor of ", CB * 16, " elements, got ", bias->sizes(), " ", bias->scalar_type());
+}
+
+// ConvArgs for x [N, Cin, H, W] (channels contiguous) -> out, without residual/epilogue options.
+ConvArgs make_args(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, int64_t k, int64_t cout,
+                   const at::Tensor& out) {
+  ConvArgs a{};
+  a.N = x.size(0), a.Cin = x.size(1), a.H = x.size(2), a.W = x.size(3), a.Cout = cout, a.K = k;
+  a.x = x.data_ptr(), a.xn = x.stride(0), a.xc = 1, a.xy = x.stride(2), a.xx = x.stride(3);
+  a.w = w.data_ptr();
+  a.bias = bias ? bias->data_ptr<float>() : nullptr;
+  a.out = out.data_ptr(), a.on = out.stride(0), a.oc = out.stride(1), a.oy = out.stride(2), a.ox = out.stride(3);
+  a.res_scale = 1.f, a.shuffle = 1;
+  return a;
+}
+
+void check_input(const at::Tensor& x, const at::Tensor& out, int64_t k) {
   const auto dt = x.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16, "x: expected float32 or bfloat16, got ", dt);
   check_act(x, "x", dt);
   check_act(out, "out", dt);
   TORCH_CHECK_VALUE(x.stride(1) == 1 || x.size(1) == 1, "x: expected channels-contiguous (channels_last) activations, got strides ", x.strides());
   TORCH_CHECK_VALUE(k == 1 || k == 3, "k: expected 1 or 3, got ", k);
+}
+
+// Rows [0, rows) in contiguous chunks over torch's threads, at least ~0.25 M MACs per chunk.
+template <typename F>
+void parallel_rows(int64_t rows, int64_t row_macs, const F& body) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, row_macs)), body);
+}
+
+void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, int64_t k, int64_t cout,
+            at::Tensor& out, const std::optional<at::Tensor>& residual, double res_scale, bool relu, int64_t shuffle,
+            const std::optional<at::Tensor>& mean_out, const std::optional<at::Tensor>& pool, int64_t isa) {
+  check_input(x, out, k);
+  const auto dt = x.scalar_type();
   TORCH_CHECK_VALUE(shuffle >= 1 && cout % (shuffle * shuffle) == 0, "shuffle: expected r >= 1 dividing cout=", cout, " by r^2, got ", shuffle);
-  const bool bf16 = dt == at::kBFloat16;
-  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), CB = (cout + 15) / 16;
-  const int64_t cs = cout / (shuffle * shuffle), cin_w = bf16 ? (Cin + 1) / 2 * 2 : Cin;
-  TORCH_CHECK_TYPE(w.scalar_type() == dt, "w: expected dtype ", dt, ", got ", w.scalar_type());
-  TORCH_CHECK_VALUE(w.is_contiguous() && w.numel() == CB * k * k * cin_w * 16, "w: expected a contiguous packed weight of ",
-                    CB * k * k * cin_w * 16, " elements for Cin=", Cin, " cout=", cout, " k=", k, ", got shape ", w.sizes());
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), cs = cout / (shuffle * shuffle);
+  check_weight(w, bias, dt, Cin, cout, k, "w", "bias");
   const std::vector<int64_t> oshape{N, cs, H * shuffle, W * shuffle};
   TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef(oshape), "out: expected shape ", at::IntArrayRef(oshape), ", got ", out.sizes());
-  ConvArgs a{};
-  a.N = N, a.H = H, a.W = W, a.Cin = Cin, a.Cout = cout, a.K = k;
-  a.x = x.data_ptr(), a.xn = x.stride(0), a.xc = 1, a.xy = x.stride(2), a.xx = x.stride(3);
-  a.w = w.data_ptr();
-  if (bias) {
-    TORCH_CHECK_VALUE(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == CB * 16,
-                      "bias: expected a contiguous fp32 tensor of ", CB * 16, " elements, got ", bias->sizes(), " ", bias->scalar_type());
-    a.bias = bias->data_ptr<float>();
-  }
-  a.out = out.data_ptr(), a.on = out.stride(0), a.oc = out.stride(1), a.oy = out.stride(2), a.ox = out.stride(3);
+  ConvArgs a = make_args(x, w, bias, k, cout, out);
   if (residual) {
     check_act(*residual, "residual", dt);
     TORCH_CHECK_VALUE(residual->sizes() == out.sizes(), "residual: expected shape ", out.sizes(), ", got ", residual->sizes());
@@ -90,16 +115,67 @@ void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Te
                       "pool: expected a contiguous fp32 [N, C] tensor of ", N * cs, " elements, got ", pool->sizes());
     pool_ptr = pool->data_ptr<float>();
   }
-  const RowsFn fn = pick(isa, bf16);
-  const int64_t rows = N * H, row_macs = std::max<int64_t>(1, W * cout * Cin * k * k);
-  const int64_t grain = std::max<int64_t>(1, (1 << 18) / row_macs);  // ~0.25 M MACs at least per chunk
+  const RowsFn fn = pick(isa, dt == at::kBFloat16);
   std::mutex lock;
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+  parallel_rows(N * H, W * cout * Cin * k * k, [&](int64_t r0, int64_t r1) {
     std::vector<float> local(pool_ptr ? N * cs : 0, 0.f);
     fn(a, r0, r1, pool_ptr ? local.data() : nullptr);
     if (pool_ptr) {
       std::lock_guard<std::mutex> guard(lock);
       for (int64_t i = 0; i < N * cs; ++i) pool_ptr[i] += local[i];
+    }
+  });
+}
+
+// Rows per tile of the fused residual block: the private conv1 buffer ((rows + 2) x W x C) within
+// ~384 KiB of L2, at most H / threads (every thread gets work).
+int64_t tile_rows(int64_t N, int64_t H, int64_t W, int64_t C, int64_t esz) {
+  const int64_t fit = (384 << 10) / std::max<int64_t>(1, W * C * esz) - 2;
+  const int64_t share = (N * H + at::get_num_threads() - 1) / at::get_num_threads();
+  return std::min<int64_t>({fit, share, H});
+}
+
+void res_block(const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+               const std::optional<at::Tensor>& b2, int64_t k, at::Tensor& out, double res_scale, bool relu_out, int64_t isa,
+               int64_t tile) {
+  check_input(x, out, k);
+  const auto dt = x.scalar_type();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), esz = x.element_size();
+  check_weight(w1, b1, dt, C, C, k, "w1", "b1");
+  check_weight(w2, b2, dt, C, C, k, "w2", "b2");
+  TORCH_CHECK_VALUE(out.sizes() == x.sizes(), "out: expected the shape of x ", x.sizes(), ", got ", out.sizes());
+  const RowsFn fn = pick(isa, dt == at::kBFloat16);
+  ConvArgs a2 = make_args(x, w2, b2, k, C, out);
+  a2.res = x.data_ptr(), a2.rn = x.stride(0), a2.rc = 1, a2.ry = x.stride(2), a2.rx = x.stride(3);
+  a2.res_scale = (float)res_scale, a2.relu = relu_out;
+  TORCH_CHECK_VALUE(tile >= 0, "tile: expected 0 (auto) or rows per tile, got ", tile);
+  TORCH_CHECK_VALUE(out.data_ptr() != x.data_ptr(), "out: must not alias x (other tiles still read it)");
+  const int64_t p = k / 2;
+  tile = tile ? std::min(tile, H) : tile_rows(N, H, W, C, esz);
+  if (tile < 8 && H > tile) {  // too wide to tile in L2: two passes through a full intermediate
+    at::Tensor t = at::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    ConvArgs a1 = make_args(x, w1, b1, k, C, t);
+    a1.relu = 1;
+    a2.x = t.data_ptr(), a2.xn = t.stride(0), a2.xy = t.stride(2), a2.xx = t.stride(3);
+    parallel_rows(N * H, W * C * C * k * k, [&](int64_t r0, int64_t r1) { fn(a1, r0, r1, nullptr); });
+    parallel_rows(N * H, W * C * C * k * k, [&](int64_t r0, int64_t r1) { fn(a2, r0, r1, nullptr); });
+    return;
+  }
+  const int64_t tiles = (H + tile - 1) / tile;
+  at::parallel_for(0, N * tiles, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<char> buf((tile + 2 * p) * W * C * esz);
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      const int64_t n = ti / tiles, y0 = ti % tiles * tile, y1 = std::min(H, y0 + tile);
+      const int64_t ty0 = std::max<int64_t>(0, y0 - p), ty1 = std::min(H, y1 + p);
+      // the buffer holds rows [ty0, ty1) of image n: row y at (y - ty0) * W * C
+      const int64_t shift = (n * H + ty0) * W * C * esz;
+      ConvArgs a1 = make_args(x, w1, b1, k, C, x);
+      a1.relu = 1;
+      a1.out = buf.data() - shift, a1.on = H * W * C, a1.oc = 1, a1.oy = W * C, a1.ox = C;
+      fn(a1, n * H + ty0, n * H + ty1, nullptr);
+      ConvArgs a = a2;
+      a.x = buf.data() - shift, a.xn = H * W * C, a.xy = W * C, a.xx = C;
+      fn(a, n * H + y0, n * H + y1, nullptr);
     }
   });
 }
@@ -166,12 +242,15 @@ void ca_apply(const at::Tensor& x, const at::Tensor& r, const at::Tensor& pool, 
 TORCH_LIBRARY(csd_cpu, m) {
   m.def("conv2d(Tensor x, Tensor w, Tensor? bias, int k, int cout, Tensor(a!) out, Tensor? residual, float res_scale, "
         "bool relu, int shuffle, Tensor? mean_out, Tensor(b!)? pool, int isa) -> ()");
+  m.def("res_block(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, int k, Tensor(a!) out, float res_scale, "
+        "bool relu_out, int isa, int tile) -> ()");
   m.def("ca_apply(Tensor x, Tensor r, Tensor pool, Tensor w_down, Tensor b_down, Tensor w_up, Tensor b_up, Tensor(a!) out) -> ()");
   m.def("best_isa(bool bf16) -> int", &best_isa);
 }
 
 TORCH_LIBRARY_IMPL(csd_cpu, CPU, m) {
   m.impl("conv2d", &conv2d);
+  m.impl("res_block", &res_block);
   m.impl("ca_apply", &ca_apply);
 }
 

@@ -33,8 +33,10 @@ struct V {
 
 // bf16: weights [CB][K*K][ceil(Cin/2)][16][2]; one 32-bit broadcast of an input channel pair per
 // pixel, one vdpbf16ps per (pixel, 16-channel block). An odd last channel pairs with zero.
-template <int NP, int NV>
+template <int CIN>
 struct BlockBF16 {
+ template <int NP, int NV>
+ struct B {
   typedef uint16_t wtype;
   static inline __m512bh pair(const uint16_t* p) {
     int32_t v;
@@ -44,7 +46,7 @@ struct BlockBF16 {
   static inline void run(const ConvArgs& a, const uint16_t* const* xr, int ky_lo, int ky_hi, int x0, int kx_lo,
                          int kx_hi, const uint16_t* wg, int64_t wcob, reg (&acc)[NP][NV]) {
     constexpr int S = splits<NP>();
-    const int Cin = a.Cin, K = a.K, p = K / 2, pairs = Cin / 2, cin_w = (Cin + 1) / 2 * 2;
+    const int Cin = CIN ? CIN : a.Cin, K = a.K, p = K / 2, pairs = Cin / 2, cin_w = (Cin + 1) / 2 * 2;
     const int64_t sx = a.xx;
     reg part[S][NP][NV];
     for (int s = 0; s < S; ++s)
@@ -87,6 +89,36 @@ struct BlockBF16 {
         for (int s = 1; s < S; ++s) acc[q][v] = V::add(acc[q][v], part[s][q][v]);
       }
   }
+  static inline bool pairs_ok(const ConvArgs& a) { return a.Cin % 2 == 0; }
+  template <bool A, bool B>
+  static inline void pair_step(int pairs, const uint16_t* xp, int64_t sx, const uint16_t* w0, const uint16_t* w1,
+                               reg (&acc)[2][NP][1]) {
+    for (int c2 = 0; c2 < pairs; ++c2) {
+      const __m512bh wa = (__m512bh)(A ? _mm512_loadu_si512(w0 + c2 * 32) : _mm512_setzero_si512());
+      const __m512bh wb = (__m512bh)(B ? _mm512_loadu_si512(w1 + c2 * 32) : _mm512_setzero_si512());
+      for (int q = 0; q < NP; ++q) {
+        const __m512bh b = pair(xp + q * sx + 2 * c2);
+        if (A) acc[0][q][0] = _mm512_dpbf16_ps(acc[0][q][0], b, wa);
+        if (B) acc[1][q][0] = _mm512_dpbf16_ps(acc[1][q][0], b, wb);
+      }
+    }
+  }
+  // Rows y and y + 1 of interior pixels (see RowRunner::pixels2); even Cin only.
+  static inline void run2(const ConvArgs& a, const uint16_t* const* xr4, int x0, const uint16_t* wg,
+                          reg (&acc)[2][NP][1]) {
+    const int pairs = (CIN ? CIN : a.Cin) / 2;
+    const int64_t sx = a.xx, tap = (int64_t)pairs * 32;
+    for (int j = 0; j < 2; ++j)
+      for (int q = 0; q < NP; ++q) acc[j][q][0] = V::zero();
+    for (int kx = 0; kx < 3; ++kx) {
+      const int64_t off = (int64_t)(x0 + kx - 1) * sx;
+      if (xr4[0]) pair_step<true, false>(pairs, xr4[0] + off, sx, wg + kx * tap, nullptr, acc);
+      for (int i = 1; i < 3; ++i)
+        pair_step<true, true>(pairs, xr4[i] + off, sx, wg + (i * 3 + kx) * tap, wg + ((i - 1) * 3 + kx) * tap, acc);
+      if (xr4[3]) pair_step<false, true>(pairs, xr4[3] + off, sx, nullptr, wg + (6 + kx) * tap, acc);
+    }
+  }
+ };
 };
 
 // Narrow outputs (Cout <= 4: the RGB tail): a 16-channel block would leave 13 of 16 lanes idle, so
@@ -173,14 +205,21 @@ void conv_rows_f32(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
   if (!narrow<float>(a, r0, r1, pool)) rows_f32<12, 8, 8, 6>(a, r0, r1, pool, 4);
 }
 
-void conv_rows_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
-  if (narrow<uint16_t>(a, r0, r1, pool)) return;
+template <int CIN>
+static void rows_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
   const int CB = (a.Cout + 15) / 16;
   const int64_t wcob = (int64_t)a.K * a.K * ((a.Cin + 1) / 2 * 2) * 16;
-  if (CB % 4 == 0) return RowRunner<uint16_t, BlockBF16, 6, 4>::rows(a, r0, r1, wcob, pool);
-  if (CB % 3 == 0) return RowRunner<uint16_t, BlockBF16, 8, 3>::rows(a, r0, r1, wcob, pool);
-  if (CB % 2 == 0) return RowRunner<uint16_t, BlockBF16, 8, 2>::rows(a, r0, r1, wcob, pool);
-  RowRunner<uint16_t, BlockBF16, 12, 1>::rows(a, r0, r1, wcob, pool);
+  typedef BlockBF16<CIN> F;
+  if (CB % 4 == 0) return RowRunner<uint16_t, F::template B, 6, 4>::rows(a, r0, r1, wcob, pool);
+  if (CB % 3 == 0) return RowRunner<uint16_t, F::template B, 8, 3>::rows(a, r0, r1, wcob, pool);
+  if (CB % 2 == 0) return RowRunner<uint16_t, F::template B, 8, 2>::rows(a, r0, r1, wcob, pool);
+  RowRunner<uint16_t, F::template B, 12, 1>::rows(a, r0, r1, wcob, pool);
+}
+
+void conv_rows_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
+  if (narrow<uint16_t>(a, r0, r1, pool)) return;
+  if (a.Cin == 16) return rows_bf16<16>(a, r0, r1, pool);
+  rows_bf16<0>(a, r0, r1, pool);
 }
 
 }  // namespace avx512

@@ -96,6 +96,31 @@ def test_conv_epilogues(isa, dtype, case):
         assert _rel_err(pool, ref.float().sum((2, 3))) <= tol
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tile", [0, 3, 8, 100])  # 0: auto; 3: below the tiling threshold (two passes)
+@pytest.mark.parametrize("n,relu_out", [(1, False), (2, True)])
+def test_res_block_matches_two_convs(isa, dtype, tile, n, relu_out):
+    """Row tiles with a recomputed halo (37 rows: a partial last tile), input a channel slice."""
+    g = torch.Generator().manual_seed(7)
+    c, h, w = 16, 37, 11
+    wide = torch.randn(n, c + 4, h, w, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    x = wide[:, 4:]
+    w1, w2 = (torch.randn(c, c, 3, 3, generator=g) * 0.1 for _ in range(2))
+    b1, b2 = (torch.randn(c, generator=g) for _ in range(2))
+    t = F.conv2d(x.float(), w1.to(dtype).float(), b1, padding=1).relu()
+    if dtype == torch.bfloat16:
+        t = t.to(dtype).float()  # the intermediate is stored in the compute dtype
+    ref = x.float() + 0.3 * F.conv2d(t, w2.to(dtype).float(), b2, padding=1)
+    if relu_out:
+        ref = ref.relu()
+    out = torch.empty(n, c, h, w, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    pk = native.pack_weight
+    torch.ops.csd_cpu.res_block(x, pk(w1, dtype), native.pack_bias(b1), pk(w2, dtype), native.pack_bias(b2), 3, out, 0.3,
+                                relu_out, native.ISAS[isa], tile)
+    assert _rel_err(out, ref) <= (1e-5 if dtype == torch.float32 else BF16_TOL)
+
+
 STUDENTS = [  # arch, preset, width
     ("edsr", "demo", 0.25), ("rcan", "demo", 0.5), ("carn", "demo", 0.5),
 ]
