@@ -49,9 +49,7 @@ struct BlockBF16 {
     const int Cin = CIN ? CIN : a.Cin, K = a.K, p = K / 2, pairs = Cin / 2, cin_w = (Cin + 1) / 2 * 2;
     const int64_t sx = a.xx;
     reg part[S][NP][NV];
-    for (int s = 0; s < S; ++s)
-      for (int q = 0; q < NP; ++q)
-        for (int v = 0; v < NV; ++v) part[s][q][v] = V::zero();
+    zero_parts(part);
     for (int ky = ky_lo; ky < ky_hi; ++ky)
       for (int kx = kx_lo; kx < kx_hi; ++kx) {
         const uint16_t* xp = xr[ky] + (int64_t)(x0 + kx - p) * sx;
@@ -83,11 +81,7 @@ struct BlockBF16 {
           }
         }
       }
-    for (int q = 0; q < NP; ++q)
-      for (int v = 0; v < NV; ++v) {
-        acc[q][v] = part[0][q][v];
-        for (int s = 1; s < S; ++s) acc[q][v] = V::add(acc[q][v], part[s][q][v]);
-      }
+    sum_parts(part, acc);
   }
   static inline bool pairs_ok(const ConvArgs& a) { return a.Cin % 2 == 0; }
   template <bool A, bool B>

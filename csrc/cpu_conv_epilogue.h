@@ -29,7 +29,7 @@ static inline void store_val(uint16_t* p, float v) { *p = f32_to_bf16(v); }
 template <typename T>
 static inline void store_lane(const csd_cpu::ConvArgs& a, int n, int y, int x, int co, float v, float* pool) {
   if (co >= a.Cout) return;
-  const int r = a.shuffle, cs = a.Cout / (r * r), ij = co / cs, c = co % cs;
+  const int r = a.shuffle, cs = a.Cout / (r * r), ij = r == 1 ? 0 : co / cs, c = r == 1 ? co : co % cs;
   const int64_t oy = (int64_t)y * r + ij / r, ox = (int64_t)x * r + ij % r;
   if (a.res) v = load_val((const T*)a.res + n * a.rn + c * a.rc + oy * a.ry + ox * a.rx) + a.res_scale * v;
   if (a.relu) v = v > 0.f ? v : 0.f;

@@ -21,6 +21,22 @@ typedef typename V::reg reg;
 template <int NP>
 constexpr int splits() { return NP >= 4 ? 1 : NP == 1 ? 4 : 2; }
 
+template <int S, int NP, int NV>
+static inline void zero_parts(reg (&part)[S][NP][NV]) {
+  for (int s = 0; s < S; ++s)
+    for (int q = 0; q < NP; ++q)
+      for (int v = 0; v < NV; ++v) part[s][q][v] = V::zero();
+}
+
+template <int S, int NP, int NV>
+static inline void sum_parts(const reg (&part)[S][NP][NV], reg (&acc)[NP][NV]) {
+  for (int q = 0; q < NP; ++q)
+    for (int v = 0; v < NV; ++v) {
+      acc[q][v] = part[0][q][v];
+      for (int s = 1; s < S; ++s) acc[q][v] = V::add(acc[q][v], part[s][q][v]);
+    }
+}
+
 // Accumulate NP pixels x NV vectors of fp32 products (fp32 activations and weights); CIN > 0 fixes
 // the input channel count at compile time (fully unrolled channel loop), 0 reads it from ``a``.
 template <int NP, int NV, int CIN>
@@ -30,9 +46,7 @@ static inline void block_f32(const csd_cpu::ConvArgs& a, const float* const* xr,
   const int Cin = CIN ? CIN : a.Cin, K = a.K, p = K / 2;
   const int64_t sx = a.xx;
   reg part[S][NP][NV];
-  for (int s = 0; s < S; ++s)
-    for (int q = 0; q < NP; ++q)
-      for (int v = 0; v < NV; ++v) part[s][q][v] = V::zero();
+  zero_parts(part);
   for (int ky = ky_lo; ky < ky_hi; ++ky)
     for (int kx = kx_lo; kx < kx_hi; ++kx) {
       const float* xp = xr[ky] + (int64_t)(x0 + kx - p) * sx;
@@ -56,11 +70,7 @@ static inline void block_f32(const csd_cpu::ConvArgs& a, const float* const* xr,
         }
       }
     }
-  for (int q = 0; q < NP; ++q)
-    for (int v = 0; v < NV; ++v) {
-      acc[q][v] = part[0][q][v];
-      for (int s = 1; s < S; ++s) acc[q][v] = V::add(acc[q][v], part[s][q][v]);
-    }
+  sum_parts(part, acc);
 }
 
 // The epilogue of NP pixels (x0..x0+NP-1 of row y) for output channels co..co+L-1 (``acc[q]``):
