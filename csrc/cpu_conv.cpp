@@ -6,7 +6,7 @@
 //                 computes conv1 for its tile (plus a one-row halo) into a private buffer that
 //                 stays in L2, then conv2 from it, so the intermediate never reaches memory;
 //   best_isa(bf16) the path ``isa=0`` picks on this machine (1 scalar, 2 avx2, 3 avx512).
-// Threads: at::parallel_for (torch's pool and thread count) over contiguous chunks of output rows.
+// Threads: torch's thread count, rows shared out in chunks by the pool of cpu_pool.h.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu_conv.h"
+#include "cpu_pool.h"
 
 namespace csd_cpu {
 namespace {
@@ -81,10 +82,13 @@ void check_input(const at::Tensor& x, const at::Tensor& out, int64_t k) {
   TORCH_CHECK_VALUE(k == 1 || k == 3, "k: expected 1 or 3, got ", k);
 }
 
-// Rows [0, rows) in contiguous chunks over torch's threads, at least ~0.25 M MACs per chunk.
-template <typename F>
-void parallel_rows(int64_t rows, int64_t row_macs, const F& body) {
-  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, row_macs)), body);
+// Rows [0, rows) in chunks (an even number of rows: the kernels pair rows) of at least ~0.25 M
+// MACs, about four per thread so a late thread's share is taken by the others.
+void parallel_rows(int64_t rows, int64_t row_macs, const std::function<void(int64_t, int64_t)>& body) {
+  const int64_t least = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, row_macs));
+  const int64_t quarter = (rows + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
+  const int64_t chunk = (std::max(least, quarter) + 1) / 2 * 2;
+  Pool::get().run(rows, chunk, body);
 }
 
 void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, int64_t k, int64_t cout,
@@ -128,11 +132,12 @@ void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Te
 }
 
 // Rows per tile of the fused residual block: the private conv1 buffer ((rows + 2) x W x C) within
-// ~384 KiB of L2, at most H / threads (every thread gets work).
+// ~384 KiB of L2, at most half a thread's share (two tiles per thread at least, for balance).
 int64_t tile_rows(int64_t N, int64_t H, int64_t W, int64_t C, int64_t esz) {
   const int64_t fit = (384 << 10) / std::max<int64_t>(1, W * C * esz) - 2;
-  const int64_t share = (N * H + at::get_num_threads() - 1) / at::get_num_threads();
-  return std::min<int64_t>({fit, share, H});
+  const int64_t share = (N * H + 2 * at::get_num_threads() - 1) / (2 * at::get_num_threads());
+  if (fit < 8) return fit;  // too wide: the caller runs two passes
+  return std::min<int64_t>({fit, H, std::max<int64_t>(8, share)});
 }
 
 void res_block(const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1, const at::Tensor& w2,
@@ -162,8 +167,9 @@ void res_block(const at::Tensor& x, const at::Tensor& w1, const std::optional<at
     return;
   }
   const int64_t tiles = (H + tile - 1) / tile;
-  at::parallel_for(0, N * tiles, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<char> buf((tile + 2 * p) * W * C * esz);
+  Pool::get().run(N * tiles, 1, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<char> buf;
+    buf.resize((tile + 2 * p) * W * C * esz);
     for (int64_t ti = t0; ti < t1; ++ti) {
       const int64_t n = ti / tiles, y0 = ti % tiles * tile, y1 = std::min(H, y0 + tile);
       const int64_t ty0 = std::max<int64_t>(0, y0 - p), ty1 = std::min(H, y1 + p);
@@ -186,7 +192,7 @@ void ca_apply_impl(const at::Tensor& x, const at::Tensor& r, const float* s, at:
   const T* xp = (const T*)x.data_ptr();
   const T* rp = (const T*)r.data_ptr();
   T* op = (T*)out.data_ptr();
-  at::parallel_for(0, N * H, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, W * C)), [&](int64_t r0, int64_t r1) {
+  parallel_rows(N * H, W * C, [&](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row) {
       const int64_t n = row / H, y = row % H;
       for (int64_t i = 0; i < W; ++i) {
