@@ -173,6 +173,7 @@ def main(argv=None):
                         "barriers of several threads stall")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--cpu-threads", default="1,2", help="CPU: thread counts, e.g. 1,2")
+    p.add_argument("--cpu-students", default=None, help="CPU: a comma-separated subset of CPU_STUDENTS, e.g. 'demo,rcan w0.25'")
     p.add_argument("--rounds", type=int, default=None, help="CPU: interleaved rounds (default 7; --quick 2)")
     p.add_argument("--gap-ms", type=float, default=30.0, help="CPU: idle gap before each timed call")
     p.add_argument("--psnr-student", type=Path, default=None,
@@ -381,17 +382,28 @@ def cpu_main(args, argv):
     args.thread_counts = [args.threads] if args.threads else [int(t) for t in args.cpu_threads.split(",")]
     args.rounds = args.rounds or (2 if args.quick else 7)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    students = ["demo"] if args.quick else list(CPU_STUDENTS)
+    students = args.cpu_students.split(",") if args.cpu_students else ["demo"] if args.quick else list(CPU_STUDENTS)
+    unknown = [s for s in students if s not in CPU_STUDENTS]
+    if unknown:
+        raise SystemExit(f"--cpu-students: expected names from {sorted(CPU_STUDENTS)}, got {unknown}")
     sizes = {"LR 32x32": (32, 32)} if args.quick else CPU_SIZES
     scales = args.scales or (2,)
     rows = []
+    psnr = None
+    if args.psnr_student:
+        torch.set_num_threads(max(args.thread_counts))
+        psnr = bf16_psnr(args.psnr_student, args.quick)
     with onnx_folder() as tmp:
         for label in students:
             for scale in scales:
                 for size, lr_hw in sizes.items():
                     rows += cpu_case(label, scale, size, lr_hw, args, Path(tmp))
-    torch.set_num_threads(max(args.thread_counts))
-    psnr = bf16_psnr(args.psnr_student, args.quick) if args.psnr_student else None
+                    _write_cpu(args, argv, rows, psnr)  # after every case: a cut-short run keeps what it measured
+    print(f"wrote {args.out / 'speed_cpu'}.json and .md")
+    return rows
+
+
+def _write_cpu(args, argv, rows, psnr):
     meta = dict(
         psnr=psnr, device=device_name(torch.device("cpu")), cpu=_cpu_model(), torch=torch.__version__, runtimes=_runtime_versions(),
         rounds=args.rounds, warmup=args.warmup, gap_ms=args.gap_ms, quick=args.quick,
@@ -402,8 +414,6 @@ def cpu_main(args, argv):
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed_cpu.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     (args.out / "speed_cpu.md").write_text(_cpu_markdown(meta, rows))
-    print(f"wrote {args.out / 'speed_cpu'}.json and .md")
-    return rows
 
 
 def bf16_psnr(path: Path, quick: bool) -> dict:
