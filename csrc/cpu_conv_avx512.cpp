@@ -169,6 +169,16 @@ static inline void narrow_store4(const ConvArgs& a, int n, int y, int x0, const 
 }
 
 template <typename T, int NCO, int NP>
+static inline void narrow_finish(const ConvArgs& a, int n, int y, int x0, const __m512 (&acc)[NP][NCO], float* pool) {
+  if constexpr (NP == 4) {
+    if (!a.res && !pool && a.shuffle == 1 && a.ox == 1) return narrow_store4<T, NCO>(a, n, y, x0, acc);
+  }
+  for (int q = 0; q < NP; ++q)
+    for (int c = 0; c < NCO; ++c)
+      store_lane<T>(a, n, y, x0 + q, c, _mm512_reduce_add_ps(acc[q][c]) + (a.bias ? a.bias[c] : 0.f), pool);
+}
+
+template <typename T, int NCO, int NP>
 static inline void narrow_pixels(const ConvArgs& a, const T* X, const float* wt, int CV, __mmask16 last, int n, int y,
                                  int ky_lo, int ky_hi, int x0, int kx_lo, int kx_hi, float* pool) {
   const int K = a.K, p = K / 2, KK = K * K;
@@ -189,12 +199,34 @@ static inline void narrow_pixels(const ConvArgs& a, const T* X, const float* wt,
         }
       }
     }
-  if constexpr (NP == 4) {
-    if (!a.res && !pool && a.shuffle == 1 && a.ox == 1) return narrow_store4<T, NCO>(a, n, y, x0, acc);
+  narrow_finish<T, NCO, NP>(a, n, y, x0, acc, pool);
+}
+
+// 3x3 interior blocks of 4 pixels: per input row the 6 pixels x0-1..x0+4 are loaded (and widened)
+// once for the three kx taps. Returns where the blocks stopped.
+template <typename T, int NCO, int CV>
+static int narrow_interior3(const ConvArgs& a, const T* X, const float* wt, __mmask16 last, int n, int y, int ky_lo,
+                            int ky_hi, int x0, int right, float* pool) {
+  for (; x0 + 4 <= right; x0 += 4) {
+    __m512 acc[4][NCO];
+    for (int q = 0; q < 4; ++q)
+      for (int c = 0; c < NCO; ++c) acc[q][c] = _mm512_setzero_ps();
+    for (int ky = ky_lo; ky < ky_hi; ++ky) {
+      const T* row = X + n * a.xn + (int64_t)(y + ky - 1) * a.xy + (int64_t)(x0 - 1) * a.xx;
+      for (int cv = 0; cv < CV; ++cv) {
+        const __mmask16 m = cv == CV - 1 ? last : (__mmask16)0xffff;
+        __m512 xv[6];
+        for (int i = 0; i < 6; ++i) xv[i] = load_x(row + i * a.xx + cv * 16, m);
+        for (int kx = 0; kx < 3; ++kx)
+          for (int c = 0; c < NCO; ++c) {
+            const __m512 wv = _mm512_loadu_ps(wt + ((int64_t)(c * 9 + ky * 3 + kx) * CV + cv) * 16);
+            for (int q = 0; q < 4; ++q) acc[q][c] = _mm512_fmadd_ps(xv[q + kx], wv, acc[q][c]);
+          }
+      }
+    }
+    narrow_finish<T, NCO, 4>(a, n, y, x0, acc, pool);
   }
-  for (int q = 0; q < NP; ++q)
-    for (int c = 0; c < NCO; ++c)
-      store_lane<T>(a, n, y, x0 + q, c, _mm512_reduce_add_ps(acc[q][c]) + (a.bias ? a.bias[c] : 0.f), pool);
+  return x0;
 }
 
 template <typename T, int NCO>
@@ -223,6 +255,8 @@ static void rows_narrow(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) 
       tap_range(x, W, K, &lo, &hi);
       narrow_pixels<T, NCO, 1>(a, X, wt, CV, last, n, y, ky_lo, ky_hi, x, lo, hi, pool);
     }
+    if (K == 3 && CV == 1) x = narrow_interior3<T, NCO, 1>(a, X, wt, last, n, y, ky_lo, ky_hi, x, right, pool);
+    else if (K == 3 && CV == 2) x = narrow_interior3<T, NCO, 2>(a, X, wt, last, n, y, ky_lo, ky_hi, x, right, pool);
     for (; x + 4 <= right; x += 4) narrow_pixels<T, NCO, 4>(a, X, wt, CV, last, n, y, ky_lo, ky_hi, x, 0, K, pool);
     for (; x < W; ++x) {
       tap_range(x, W, K, &lo, &hi);
