@@ -6,13 +6,18 @@ activations with its epilogue fused into the store, in the order of the eager ba
     out = [relu](residual + res_scale * shuffle(conv(x) + bias)) [+ mean]   (pool += out per channel)
 
 fp32 (FMA) or bf16 (AVX512_BF16 dot products of channel pairs, fp32 accumulation, one rounding
-at the store). ``torch.ops.csd_cpu.ca_apply`` finishes RCAN's channel attention from the pooled
-sums. Weights are packed once by :meth:`NativeBackend.pack` (16 output channels per block, the pixel
-shuffle's channel order applied so the shuffle is a store address).
+at the store). ``torch.ops.csd_cpu.res_block`` runs ``[relu](x + s * conv2(relu(conv1(x))))`` over
+row tiles whose intermediate stays in L2; ``torch.ops.csd_cpu.ca_apply`` finishes RCAN's channel
+attention from the pooled sums. Weights are packed once by :meth:`NativeBackend.pack` (16 output
+channels per block, the pixel shuffle's channel order applied so the shuffle is a store address).
+Threads: ``torch.get_num_threads()``, rows shared out by a small work-sharing pool
+(``csrc/cpu_pool.h``; robust to a busy machine where OpenMP's barriers stall).
 
-Why hand-written: at the students' channel counts (16-64) oneDNN's convolutions through PyTorch
-leave most of the time to the separate passes for residual adds, ReLUs, shuffles and mean
-shifts (issue 12's profile), and OpenVINO/ONNX Runtime cannot run inside ``FastStudent``.
+Why hand-written: oneDNN through PyTorch runs each layer as a conv plus separate passes for the
+residual adds, ReLUs, pixel shuffles and mean shifts (13% of the time in issue 12's profile), its
+RGB tail conv (Cout = 3) runs at a fraction of its speed, and OpenVINO/ONNX Runtime cannot run
+inside ``FastStudent``. Per layer the kernels here match oneDNN at 16-128 channels (register
+blocking over pixels x 16-channel blocks, two output rows at a time for 16-channel 3x3 convs).
 
 The instruction set is picked at run time (AVX-512, AVX2+FMA, portable scalar; bf16 without
 AVX512_BF16 runs the scalar path). Force one with ``CSD_FAST_CPU_ISA=scalar|avx2|avx512`` (read
