@@ -11,7 +11,8 @@ $(STAMP): setup.py $(shell find csrc -type f)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q "triton>=3.6,<3.10" "numpy>=1.24" "pillow>=9.0" "tqdm>=4.60" "safetensors>=0.4" \
-		"matplotlib>=3.6" "pyyaml>=6.0" "scikit-image>=0.21" "pytest>=7" ninja
+		"matplotlib>=3.6" "pyyaml>=6.0" "scikit-image>=0.21" "pytest>=7" ninja \
+		"onnx>=1.16" "onnxscript>=0.2" "onnxruntime>=1.17"
 	$(BIN)/pip install -q --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -51,7 +51,11 @@ setup(
         "pyyaml>=6.0",
         "scikit-image>=0.21",
     ],
-    extras_require={"triton": ["triton>=3.6,<3.10"], "test": ["pytest>=7"]},
+    extras_require={
+        "triton": ["triton>=3.6,<3.10"],
+        "test": ["pytest>=7"],
+        "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17"],  # export_onnx; tests check it on ONNX Runtime
+    },
     entry_points={"console_scripts": ["csd-fast=csd_fast.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

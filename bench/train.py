@@ -60,7 +60,8 @@ def official_step(trainer: CSDTrainer, lr, hr):
     opt.zero_grad(set_to_none=True)
     teacher, student = model(lr, 1.0), model(lr, trainer.width)
     loss = F.l1_loss(student, hr) * pr + trainer.lambda_t * F.l1_loss(teacher, hr) * pr
-    perm = torch.randperm(lr.shape[0])[: trainer.neg_num].to(lr.device)  # as make_negatives("official")
+    gen = trainer.step_generator(trainer.step_count + 1)  # this step's draw, as train_step
+    perm = torch.randperm(lr.shape[0], generator=gen)[: trainer.neg_num].to(lr.device)  # as make_negatives("official")
     neg = bicubic_upsample(lr[perm], model.scale)
     vgg = trainer.contrastive.encoder  # vgg(teacher) keeps its graph: the official code detaches only its features
     loss = loss + trainer.lambda_c * official_l1_forward(vgg(student), vgg(teacher), vgg(neg), TAP_WEIGHTS)
@@ -108,7 +109,6 @@ def run_variant(variant: str, cfg: dict, device: str, steps: int, vgg_weights: s
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     before, setup_peak = memory_now(device), memory_peak(device)
-    torch.manual_seed(2)  # the same negatives in both variants
     first_loss = step()
     peak = memory_peak(device) - before
     times = []

@@ -8,7 +8,7 @@ import argparse
 import sys
 from importlib import import_module
 
-from .commands.train import DEFAULTS as TRAIN
+from .options import choices_of, cli_fields, option_default
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -64,65 +64,48 @@ def _tile_args(p) -> None:
                    help="LR pixels of context around each tile (default 16)")
 
 
+def _fast_args(p, what: str) -> None:
+    p.add_argument("--fast", action="store_true",
+                   help=f"{what} through csd_fast.accelerate (fused Triton kernels on CUDA, an optimized eager path on CPU)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="with --fast: compute dtype (default: the model's; float16/bfloat16 for speed on GPUs)")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="with --fast: launch the kernels one by one instead of replaying CUDA graphs")
+
+
+_FLAG_NAMES = {"model_args": "--model-arg"}  # flags not spelled as their field
+
+
 def _add_train(sub) -> None:
-    S = argparse.SUPPRESS  # unset flags do not override the config file
     p = sub.add_parser(
         "train", help="train a teacher and its channel-splitting student jointly with CSD", formatter_class=_FMT,
         description="Train a teacher (EDSR/RCAN/CARN) and the student made of its first width*C channels jointly\n"
         "with contrastive self-distillation. Options come from --config FILE (YAML or JSON, keys = the\n"
         "option names with underscores, e.g. 'lambda_c: 200') and from flags, which override the file.\n"
-        "Writes OUT/checkpoint.pt (resume with --resume), log.csv, training.png, student.safetensors.\n"
+        "Writes OUT/config.json, checkpoint.pt (resume with --resume), log.csv, training.png, student.safetensors.\n"
         "Multi-GPU/CPU: torchrun --nproc_per_node N -m csd_fast train ... (DDP; --batch is the global batch).",
         epilog="examples:\n"
         "  csd-fast train --bundled --arch edsr --preset demo --scale 2 --steps 2000 --patch 64 --out runs/demo_edsr\n"
         "  csd-fast train --config configs/edsr_x4.yaml --div2k data/DIV2K --val Set5 --data-root data/benchmark",
     )
     p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or JSON file of options")
-    g = p.add_argument_group("model")
-    g.add_argument("--arch", choices=["edsr", "rcan", "carn"], default=S, help=f"architecture (default {TRAIN['arch']})")
-    g.add_argument("--preset", default=S, help=f"size preset: paper, baseline (EDSR), demo (default {TRAIN['preset']})")
-    g.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE", default=S,
-                   help="override a model argument, e.g. --model-arg n_feats=64 (repeatable)")
-    g.add_argument("--scale", type=int, default=S, help="upscaling factor 2, 3 or 4 (default 4, or the --teacher's)")
-    g.add_argument("--width", type=float, default=S, help=f"student width r in (0, 1] (default {TRAIN['width']})")
-    g.add_argument("--teacher", metavar="CKPT", default=S,
-                   help="start from this teacher (checkpoint.pt or a foreign EDSR/RCAN/CARN/CSD state dict) instead of --arch")
-    g.add_argument("--res-scale", type=float, default=S, help="EDSR res_scale of a foreign --teacher (see csd_fast.convert)")
-    g.add_argument("--rgb-range", type=float, default=S, help="pixel range of a foreign --teacher (see csd_fast.convert)")
-    g = p.add_argument_group("loss")
-    g.add_argument("--neg-num", type=int, default=S, help="negatives K (default 10; 5 for --negatives dynamic)")
-    g.add_argument("--negatives", choices=["official", "others", "self-blur", "dynamic"], default=S,
-                   help="how negatives are made (default official: bicubic-upsampled LR images of the batch)")
-    g.add_argument("--lambda-t", type=float, default=S, help=f"weight of the teacher's L1 (default {TRAIN['lambda_t']})")
-    g.add_argument("--lambda-c", type=float, default=S, help="weight of the contrastive loss (default 200; 25.5 for dynamic)")
-    g.add_argument("--reduction", choices=["batch", "sample"], default=S,
-                   help="contrastive mean over the batch (official) or per-sample ratios (paper Eq. 2) (default batch)")
-    g.add_argument("--vgg-weights", metavar="PATH", default=S,
-                   help="torchvision vgg19-dcbb9e9d.pth; without it a random VGG is used, with a warning")
-    g = p.add_argument_group("data")
-    g.add_argument("--bundled", action="store_true", default=S, help="train on the bundled photographs (no download)")
-    g.add_argument("--train-hr", metavar="DIR", default=S, help="folder of HR training images (LR made by MATLAB bicubic)")
-    g.add_argument("--train-lr", metavar="DIR", default=S, help="matching LR folder for --train-hr (optional)")
-    g.add_argument("--div2k", metavar="ROOT", default=S, help="DIV2K root holding DIV2K_train_HR/ (and DIV2K_train_LR_bicubic/)")
-    g.add_argument("--val", nargs="+", metavar="SET", default=S,
-                   help="validation sets: bundled, a folder, or Set5/Set14/B100/Urban100/Manga109 under --data-root")
-    g.add_argument("--data-root", metavar="DIR", default=S, help="folder holding the benchmark sets")
-    g.add_argument("--patch", type=int, default=S, help="HR patch side (default 48*scale, the paper's 48 LR pixels)")
-    g.add_argument("--max-side", type=int, default=S, help="shrink bundled photos to this longer side (faster)")
-    g.add_argument("--strict", action="store_true", default=S, help="stop on a corrupt image file instead of skipping it")
-    g = p.add_argument_group("optimization and output")
-    g.add_argument("--steps", type=int, default=S, help=f"optimizer steps (default {TRAIN['steps']})")
-    g.add_argument("--batch", type=int, default=S, help=f"global batch size (default {TRAIN['batch']})")
-    g.add_argument("--lr", type=float, default=S, help=f"Adam learning rate (default {TRAIN['lr']})")
-    g.add_argument("--lr-step", type=int, default=S, help="halve the learning rate every N steps (default steps/2)")
-    g.add_argument("--max-minutes", type=float, default=S, help="stop (with a checkpoint) after this much time")
-    g.add_argument("--val-every", type=int, default=S, help="validate every N steps (default steps/4)")
-    g.add_argument("--checkpoint-every", type=int, default=S, help=f"checkpoint every N steps (default {TRAIN['checkpoint_every']})")
-    g.add_argument("--out", metavar="DIR", default=S, help=f"output folder (default {TRAIN['out']})")
-    g.add_argument("--resume", action="store_true", default=S, help="continue from OUT/checkpoint.pt if it exists")
-    g.add_argument("--device", default=S, help="cpu, cuda, ... (default: cuda if available)")
-    g.add_argument("--seed", type=int, default=S, help="seed of the initial weights and of every step (default 0)")
-    g.add_argument("--quiet", action="store_true", default=S, help="no progress bars")
+    groups = {}
+    for f in cli_fields():  # one flag per csd_fast.TrainOptions field; unset flags do not override the file
+        meta = f.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], p.add_argument_group(meta["group"]))
+        flag = _FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        default = option_default(f.name, cli=True)
+        shown = f" (default {default})" if default not in (None, [], {}, False) else ""
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=meta["help"] + shown)
+        if f.name == "model_args":
+            kw.update(action="append", metavar="KEY=VALUE")
+        elif meta["kind"] is bool:
+            kw.update(action="store_true")
+        elif meta["item"] is not None:
+            kw.update(type=meta["item"], nargs=meta["length"] or "+")
+        else:
+            kw.update(type=meta["kind"], choices=choices_of(meta))
+        group.add_argument(flag, **kw)
     p.set_defaults(func=_runner("train"))
 
 
@@ -148,6 +131,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--strict", action="store_true", help="stop on a corrupt image file instead of skipping it")
     p.add_argument("--out", default="runs/eval", metavar="DIR", help="where eval.csv/json go (default runs/eval)")
     _tile_args(p)
+    _fast_args(p, "run (and time) the networks")
     p.set_defaults(func=_runner("eval"))
 
 
@@ -165,7 +149,7 @@ def _add_upscale(sub) -> None:
     p.add_argument("--width", type=float, default=None,
                    help="for a checkpoint: width to run (default the checkpoint's student width; 1.0 = teacher)")
     _tile_args(p)
-    p.add_argument("--fast", action="store_true", help="run through csd_fast.accelerate (fused kernels on CUDA)")
+    _fast_args(p, "run")
     p.add_argument("--strict", action="store_true",
                    help="stop at an unreadable image file (default: skip it with a warning, exit status 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -178,11 +162,16 @@ def _add_export(sub) -> None:
         description="Cut the student (the first width*C channels of every layer) out of a checkpoint into a standalone\n"
         "model with its own weights, in one safetensors file whose metadata holds its architecture (also written\n"
         "beside it as .json). Load it with csd_fast.load_student(path); no teacher needed.",
-        epilog="example:\n  csd-fast export --model runs/train/checkpoint.pt --width 0.25 -o student.safetensors",
+        epilog="examples:\n  csd-fast export --model runs/train/checkpoint.pt --width 0.25 -o student.safetensors\n"
+        "  csd-fast export --model student.safetensors --format onnx -o student.onnx",
     )
     _model_file_args(p, "checkpoint or teacher")
     p.add_argument("--width", type=float, default=None, help="student width (default: the checkpoint's)")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .safetensors file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .safetensors file (.onnx with --format onnx)")
+    p.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+                   help="safetensors (default; csd_fast.load_student) or onnx (ONNX Runtime, OpenVINO, TensorRT: dynamic "
+                   "height and width; also accepts an exported student; needs pip install 'csd_fast[onnx]')")
+    p.add_argument("--opset", type=int, default=None, help="with --format onnx: ONNX opset (default 18, the lowest supported)")
     p.set_defaults(func=_runner("export"))
 
 

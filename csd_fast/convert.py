@@ -6,27 +6,36 @@ shapes, map every key, and refuse any mismatch by name (missing, unexpected, wro
 architecture declares the formats it loads in its folder (``csd_fast/models/<arch>/formats.py``).
 
 Pixel range. EDSR-PyTorch and the official CSD code run on [0, 255] images (``rgb_range``), BasicSR
-EDSR/RCAN scale [0, 1] input by ``img_range = 255`` inside; csd_fast models run on [0, 1]. These
-networks are conv + ReLU, which commute with scaling, so dividing every bias between the mean
-shifts by the range gives the same function on [0, 1] input. RCAN's channel attention ends in a
-sigmoid, which does not commute: its second 1x1 conv gets ``weight * range`` and keeps its bias.
+EDSR/RCAN scale [0, 1] input by ``img_range = 255`` inside, and csd_fast models compute on the same
+8-bit scale (``SlimSRModel.img_range``): their parameters load unchanged. A checkpoint trained on
+another range R (the original CARN: R = 1) is rescaled by ``f = img_range / R``
+(``csd_fast.models.rescale_state``, each architecture's ``rescale``): conv + ReLU commute with
+scaling, so every bias between the mean shifts is multiplied by ``f``; RCAN's channel attention
+ends in a sigmoid, which does not commute, so its up-conv weight is divided by ``f``, its bias kept.
 
-What shapes cannot tell: EDSR's ``res_scale`` (default 0.1 for 256+ features, the EDSR paper's
-large model, else 1.0; pass ``res_scale=`` to override), BasicSR's RGB mean (not stored; DIV2K's),
-and the scale of a multi-scale CARN checkpoint (pass ``scale=``).
+What shapes cannot tell: EDSR's ``res_scale`` (the official CSD code's default 0.1 for its files;
+else 0.1 for 256+ features, the EDSR paper's large model, and 1.0 below; pass ``res_scale=``),
+the pixel range (guessed from the mean shift's bias, range * mean; BasicSR's ``img_range`` 255;
+pass ``rgb_range=``), BasicSR's RGB mean (not stored; DIV2K's) and the scale of a multi-scale CARN
+checkpoint (pass ``scale=``). Every guess is reported in one warning naming the file.
+
+The official CSD trainer's files (``{'epoch', 'model_state_dict', ...}`` with DataParallel's
+``module.`` keys) load like the others: EDSR, RCAN (``csd-official-rcan``) and CARN
+(``csd-official-carn``, into the ``carn-csd`` variant that reproduces that code's CARN).
 """
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .models import SlimSRModel, architectures, model_from_config
+from .models import SlimSRModel, architectures, model_from_config, rescale_state
 from .models.formats import CheckpointFormat
 
-_WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
+_WRAPPERS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net", "generator")
 _MAX_LISTED = 20
 
 
@@ -35,7 +44,7 @@ def checkpoint_formats() -> list[tuple[str, CheckpointFormat]]:
     return [(arch.name, fmt) for arch in architectures() for fmt in arch.formats]
 
 
-FORMATS = tuple(fmt.name for _, fmt in checkpoint_formats() if fmt.unsupported is None)
+FORMATS = tuple(fmt.name for _, fmt in checkpoint_formats())
 
 
 def canonicalize(obj) -> dict[str, Tensor]:
@@ -61,11 +70,8 @@ def _detect(sd: dict[str, Tensor]) -> tuple[str, CheckpointFormat]:
     keys = set(sd)
     for arch, fmt in checkpoint_formats():
         if fmt.detect(keys):
-            if fmt.unsupported is not None:
-                raise ValueError(f"state dict: {fmt.unsupported}")
             return arch, fmt
-    supported = [fmt.name for _, fmt in checkpoint_formats() if fmt.unsupported is None]
-    raise ValueError(f"state dict: unrecognized architecture (expected one of {supported}); first keys: {sorted(keys)[:8]}")
+    raise ValueError(f"state dict: unrecognized architecture (expected one of {FORMATS}); first keys: {sorted(keys)[:8]}")
 
 
 def detect_format(sd: dict[str, Tensor]) -> str:
@@ -99,6 +105,8 @@ def load_teacher_state(obj, source: str = "state dict", scale: int | None = None
     fmt = form.name
     plan = form.plan(sd, scale, res_scale, rgb_range)
     config, rules, rng, consumed = plan.config, plan.rules, plan.rgb_range, plan.consumed
+    if plan.guessed:
+        warnings.warn(f"{source}: the {fmt} format does not store these; guessed {'; '.join(plan.guessed)}", stacklevel=2)
     if scale is not None and config["scale"] != scale:
         raise ValueError(f"scale: {source} is a x{config['scale']} {fmt} model, got scale={scale}")
     with torch.device("meta"):
@@ -113,10 +121,8 @@ def load_teacher_state(obj, source: str = "state dict", scale: int | None = None
         parts = [f"{name}: {_listing(keys)}" for name, keys in
                  (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)) if keys]
         raise ValueError(f"{source}: does not match a {fmt} {arch} with {config}; " + "; ".join(parts))
-    out = {}
-    for ours, theirs in mapping.items():
-        t = sd[theirs].detach().float().cpu()
-        out[ours] = form.rescale(ours, t, rng) if rng != 1.0 else t
+    out = {ours: sd[theirs].detach().float().cpu() for ours, theirs in mapping.items()}
+    out = rescale_state(arch, out, SlimSRModel.img_range / rng)
     out["mean_shift.mean"] = torch.tensor(config["rgb_mean"], dtype=torch.float32).view(1, 3, 1, 1)
     return arch, config, out, fmt
 

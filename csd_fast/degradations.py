@@ -5,12 +5,18 @@ Every function maps a float ``[B, 3, H, W]`` batch in [0, 1] to one of the same 
 to [0, 1], and draws from torch's global RNG (the trainer seeds it per step).
 
 - ``add_gaussian_noise``: ``x + sigma * n``, sigma ~ U[1, 30] / 255 per image; with probability
-  ``gray_prob`` per image the noise is grey (one draw shared by the three channels), as BasicSR's
-  ``random_add_gaussian_noise_pt`` used by the official DCKD code.
+  ``gray_prob`` per image the noise is grey: one [H, W] field shared by the three channels and by
+  every grey image of the batch (each scaled by its own sigma), exactly as BasicSR's
+  ``random_add_gaussian_noise_pt`` used by the official DCKD code, in the same draw order.
 - ``gaussian_blur``: separable Gaussian per image, odd kernel size in [3, 11], sigma_x and sigma_y
   ~ U[0.1, 2] (the official code's ranges), reflect padding.
 - ``random_resize``: resize the whole batch by one factor (x U[1, 1.5] with probability 0.25,
   else x U[0.5, 1]) and back to its size, each with a random mode of area/bilinear/bicubic.
+
+DCKD's teacher augmentation (its ``noising``; not a degradation: it is undone on the output):
+``draw_augmentations`` picks, per image and with probability ``prob`` each, colour inversion
+(``1 - x``), a flip of the rows (H), a flip of the columns (W) and a transpose; ``augment``
+applies them in that order and ``revert_augmentation`` undoes them in the reverse order.
 """
 from __future__ import annotations
 
@@ -40,11 +46,13 @@ def add_gaussian_noise(x: Tensor, sigma_range=(1 / 255, 30 / 255), gray_prob: fl
     if not 0.0 <= gray_prob <= 1.0:
         raise ValueError(f"gray_prob: expected a probability in [0, 1], got {gray_prob!r}")
     b = x.shape[0]
-    sigma = _uniform(b, low, high, x.device).view(b, 1, 1, 1)
-    gray = (torch.rand(b, device=x.device) < gray_prob).view(b, 1, 1, 1)
-    color_noise = torch.randn_like(x)
-    gray_noise = torch.randn_like(x[:, :1]).expand_as(x)
-    noise = torch.where(gray, gray_noise, color_noise)
+    sigma = (torch.rand(b, device=x.device, dtype=x.dtype) * (high - low) + low).view(b, 1, 1, 1)
+    gray = (torch.rand(b, device=x.device, dtype=x.dtype) < gray_prob).view(b, 1, 1, 1)
+    # BasicSR draws the grey field only when some image is grey, before the colour noise.
+    gray_field = torch.randn(x.shape[-2:], device=x.device, dtype=x.dtype) if gray.any() else None
+    noise = torch.randn_like(x)
+    if gray_field is not None:
+        noise = torch.where(gray, gray_field.expand_as(x), noise)
     return (x + sigma * noise).clamp_(0, 1)
 
 
@@ -105,3 +113,42 @@ def degrade(x: Tensor, kinds: Sequence[str] = ("noise",)) -> Tensor:
             raise ValueError(f"kinds: expected names from {sorted(DEGRADATIONS)}, got {kind!r}")
         x = DEGRADATIONS[kind](x)
     return x
+
+
+AUGMENTATIONS = ("invert", "flip_h", "flip_w", "transpose")
+
+
+def draw_augmentations(batch: int, prob: float = 0.5, device=None) -> Tensor:
+    """[4, batch] bool: which images get each of ``AUGMENTATIONS``, each with probability ``prob``."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob: expected a probability in [0, 1], got {prob!r}")
+    return torch.rand(len(AUGMENTATIONS), batch, device=device) < prob
+
+
+def _check_augmentable(x: Tensor, ops: Tensor) -> Tensor:
+    if x.dim() != 4 or ops.shape != (len(AUGMENTATIONS), x.shape[0]):
+        raise ValueError(
+            f"ops: expected a [{len(AUGMENTATIONS)}, B] mask for a [B, C, H, W] batch, got {tuple(ops.shape)} "
+            f"for {tuple(x.shape)}"
+        )
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"x: the augmentations transpose images within a batch, expected square images, got shape {tuple(x.shape)}")
+    return ops.to(x.device).view(len(AUGMENTATIONS), -1, 1, 1, 1)
+
+
+def augment(x: Tensor, ops: Tensor, value_range: float = 1.0) -> Tensor:
+    """Invert (``value_range - x``), flip H, flip W, transpose: each where ``ops`` says, in that order."""
+    m = _check_augmentable(x, ops)
+    x = torch.where(m[0], value_range - x, x)
+    x = torch.where(m[1], x.flip(-2), x)
+    x = torch.where(m[2], x.flip(-1), x)
+    return torch.where(m[3], x.transpose(-2, -1), x)
+
+
+def revert_augmentation(y: Tensor, ops: Tensor, value_range: float = 1.0) -> Tensor:
+    """Undo ``augment(., ops)`` on ``y`` (e.g. a network's output): the four steps in reverse order."""
+    m = _check_augmentable(y, ops)
+    y = torch.where(m[3], y.transpose(-2, -1), y)
+    y = torch.where(m[2], y.flip(-1), y)
+    y = torch.where(m[1], y.flip(-2), y)
+    return torch.where(m[0], value_range - y, y)

@@ -32,7 +32,7 @@ from .trainer import CSDTrainer
 SCALE, WIDTH = 2, 0.25
 # Sized for two CPU cores: most of a step is VGG19 on the student, teacher and negatives.
 PATCH, BATCH, NEG_NUM, LR = 48, 8, 4, 1e-3
-STEPS = 800  # the learning rate halves at step 400; the `minutes` cap (9) may stop a bit earlier
+STEPS = 800  # the learning rate x0.1 at step 400 (official schedule); the `minutes` cap (9) may stop a bit earlier
 # lambda_C: the paper's 200 with pretrained VGG19 weights; 20 with the random fallback VGG19, whose
 # features carry no perceptual meaning (at 200 they outweigh the L1 terms and the student ends
 # below bicubic within this budget: measured 30.89 vs 32.48 dB PSNR-Y).

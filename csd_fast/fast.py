@@ -14,19 +14,21 @@ backend choice, the calling convention, CUDA graphs and tiling.
 - ``"eager"``: the same plan on PyTorch ops (channels_last, contiguous weights in the
   compute dtype, ``inference_mode``).
 
-On CUDA (``cuda_graphs=True``) each input shape and dtype is captured once in a CUDA graph (kept
-for the module's life) and replayed; under ``torch.compile`` the plain ops are traced instead.
+On CUDA (``cuda_graphs=True``) the shapes run more than once (and the tile shape at once) are
+captured in CUDA graphs and replayed, at most ``graph_cache_size`` of them, least recently used
+dropped first (``csd_fast.cuda_graphs``); under ``torch.compile`` the plain ops are traced instead.
+A FastStudent is a drop-in ``nn.Module`` (parameters, ``state_dict``, ``.to()``; see the class).
 
 ``backend="auto"`` picks Triton on CUDA, native on CPU for fp32 and bf16 (eager for fp16 or
 without the compiled ops); ``backend="triton"`` on CPU tensors
 needs ``TRITON_INTERPRET=1`` (set before ``csd_fast.kernels`` is first imported).
 
 Dtypes (``SUPPORTED_DTYPES``, from each architecture's registry entry): fp32, fp16 and bf16 for
-EDSR, RCAN and CARN. Accumulation is fp32
-in every conv; fp32 runs on TF32 tensor cores on a GPU (as cuDNN convs do by default). RCAN's
-channel attention (pooling, the two 1x1 convs, the sigmoid) always runs in fp32 on both backends,
-so fp16 cannot overflow there; its residual stream is stored in the compute dtype as in the eager
-model, which for large trained RCANs can exceed fp16's range (65504): prefer bf16 for those.
+EDSR, RCAN and CARN. Accumulation is fp32 in every conv; fp32 runs on TF32 tensor cores on a GPU
+(as cuDNN convs do by default). RCAN's channel attention (pooling, the two 1x1 convs, the
+sigmoid) always runs in fp32 on both backends, so fp16 cannot overflow there; its residual
+stream is stored in the compute dtype as in the eager model, which for large trained RCANs can
+exceed fp16's range (65504): prefer bf16 for those.
 
 Tiling (``tile=T``): the LR image is cut into T x T cores, each run with ``tile_overlap`` LR
 pixels of context (windows shifted inside the image, so all have one shape and one CUDA graph),
@@ -36,7 +38,9 @@ overlap; RCAN's global channel attention sees only its window, so tiled RCAN is 
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
+from dataclasses import is_dataclass
 from typing import Optional
 
 import torch
@@ -44,9 +48,10 @@ from torch import Tensor, nn
 
 from . import native  # noqa: F401  (adds the "native" CPU backend to BACKEND_CLASSES)
 from .backends import BACKEND_CLASSES
+from .cuda_graphs import GraphCache
 from .models.base import SlimSRModel, check_lr_input
 from .models.registry import SUPPORTED_DTYPES, get_arch
-from .models.slim import check_width
+from .student_io import student_at
 
 __all__ = ["accelerate", "FastStudent", "SUPPORTED_DTYPES", "BACKENDS"]
 
@@ -56,17 +61,51 @@ BACKENDS = ("auto", *BACKEND_CLASSES)
 class FastStudent(nn.Module):
     """Inference-only twin of an exported student with a fast path; see the module docstring.
 
-    Frozen to the device, dtype and weights it was built with (``accelerate`` again to change them).
+    A drop-in for the student it was built from: its parameters and ``state_dict()`` are the
+    student's (a copy: the caller's model is never touched), so ``next(m.parameters())`` finds
+    the device and the state dict loads into the student's class; ``load_state_dict`` re-packs.
+    The packed weights are non-persistent buffers. ``.to()``/``.cuda()``/``.half()``/``.float()``
+    to the same device and dtype do nothing; to another device or compute dtype they move the
+    kept student weights (never cast: a round trip through fp16 loses nothing) and re-pack them.
+    ``device``, ``dtype`` (the compute dtype), ``scale``, ``arch`` and ``backend`` say what it runs.
+    Safe to call from several threads at once.
     """
 
-    def __init__(self, model: SlimSRModel, dtype: torch.dtype, backend: str, tile: Optional[int], tile_overlap: int, cuda_graphs: bool):
+    def __init__(self, model: SlimSRModel, dtype: torch.dtype, backend: str, tile: Optional[int], tile_overlap: int,
+                 cuda_graphs: bool, graph_cache_size: int = 8):
         super().__init__()
-        self.arch, self.scale, self.dtype, self.device = model.arch, model.scale, dtype, model._param_device()
+        self.arch, self.scale = model.arch, model.scale
         self.tile, self.tile_overlap, self.cuda_graphs = tile, tile_overlap, cuda_graphs
-        self.ops = BACKEND_CLASSES[backend](dtype, model.mean_shift.mean)
-        self.backend = self.ops.name
-        self.plan = get_arch(model.arch).plan(model, self.ops)
-        self._graphs: dict = {}
+        self._graphs = GraphCache(graph_cache_size)
+        self._requested_backend = backend
+        self.__dict__["_student"] = model.eval()  # not a submodule: its children are ours, so the state dict is its own
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        self._pack(model._param_device(), dtype)
+        self.register_load_state_dict_post_hook(lambda module, keys: module._pack(module.device, module.dtype))
+
+    def _pack(self, device: torch.device, dtype: torch.dtype) -> None:
+        """(Re)build the backend and the architecture's plan from the kept student weights."""
+        with self._graphs.lock:
+            self.device, self.dtype = device, dtype
+            self.ops = BACKEND_CLASSES[_pick_backend(self._requested_backend, device, dtype)](dtype, self._student.mean_shift.mean)
+            self.backend = self.ops.name
+            self.plan = get_arch(self.arch).plan(self._student, self.ops)
+            for name in [n for n in self._buffers if n.startswith("packed_")]:
+                del self._buffers[name]
+            for i, t in enumerate(_tensors(self.plan.__dict__)):
+                self.register_buffer(f"packed_{i}", t, persistent=False)
+        self._graphs.clear()  # the graphs read the old packed weights
+
+    def _apply(self, fn, recurse=True):
+        """``.to()``, ``.cuda()``, ``.half()``, ...: see the class docstring."""
+        probe = fn(torch.empty(0, device=self.device, dtype=self.dtype))
+        if (probe.device, probe.dtype) == (self.device, self.dtype):
+            return self
+        _check_dtype(self.arch, probe.dtype)
+        self._student.to(probe.device)
+        self._pack(probe.device, probe.dtype)
+        return self
 
     def _run(self, x: Tensor, out: Tensor) -> Tensor:
         """The network on ``x``, its [B, 3, sH, sW] result written into ``out``."""
@@ -79,7 +118,7 @@ class FastStudent(nn.Module):
         inference tensor: the caller may modify it)."""
         check_lr_input(x, "x")
         if x.device != self.device:
-            raise ValueError(f"x: expected a tensor on {self.device} (where the FastStudent was built), got {x.device}")
+            raise ValueError(f"x: expected a tensor on {self.device} (where the FastStudent runs; move it with .to()), got {x.device}")
         out = self._output(x)
         if torch.compiler.is_compiling():
             with torch.no_grad():
@@ -97,26 +136,14 @@ class FastStudent(nn.Module):
         n, _, h, w = x.shape
         return torch.empty(n, 3, h * self.scale, w * self.scale, device=x.device, dtype=x.dtype)
 
-    def _once(self, x: Tensor, out: Tensor) -> Tensor:
-        """One pass; on CUDA, a CUDA graph captured per input shape and dtype, then replayed."""
-        if not (self.cuda_graphs and x.is_cuda):
+    def _graphs_on(self, x: Tensor) -> bool:
+        return self.cuda_graphs and x.is_cuda
+
+    def _once(self, x: Tensor, out: Tensor, fixed: bool = False) -> Tensor:
+        """One pass; on CUDA through the graph cache (``fixed``: the tile shape, captured at once)."""
+        if not self._graphs_on(x):
             return self._run(x, out)
-        key = (tuple(x.shape), x.dtype)
-        if key not in self._graphs:
-            static_x, static_y = x.clone(), self._output(x)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up: compiles and autotunes outside the capture
-                self._run(static_x, static_y)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._run(static_x, static_y)
-            self._graphs[key] = (graph, static_x, static_y)
-        graph, static_x, static_y = self._graphs[key]
-        static_x.copy_(x)
-        graph.replay()
-        return out.copy_(static_y)
+        return self._graphs(self._run, x, out, fixed)
 
     def _tiled(self, x: Tensor, out: Tensor) -> Tensor:
         h, w = x.shape[2:]
@@ -124,18 +151,29 @@ class FastStudent(nn.Module):
         for ys, ye, wy in _windows(h, t, o):
             for xs, xe, wx in _windows(w, t, o):
                 window = x[:, :, wy:wy + min(h, t + 2 * o), wx:wx + min(w, t + 2 * o)]
-                y = self._once(window, self._output(window))
+                y = self._once(window, self._output(window), fixed=True)
                 out[:, :, ys * s:ye * s, xs * s:xe * s] = y[:, :, (ys - wy) * s:(ye - wy) * s, (xs - wx) * s:(xe - wx) * s]
         return out
 
-    def _apply(self, fn, recurse=True):
-        raise RuntimeError(
-            f"FastStudent is frozen to {self.device} and {self.dtype}: move or cast the student, then call "
-            "accelerate(student, dtype=...) again"
-        )
-
     def extra_repr(self) -> str:
         return f"arch={self.arch}, scale={self.scale}, dtype={self.dtype}, backend={self.backend}, device={self.device}, tile={self.tile}"
+
+
+def _tensors(obj) -> list[Tensor]:
+    """Every tensor held by a plan's attributes (lists, tuples, dicts, dataclasses), each once."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if is_dataclass(obj):
+        obj = vars(obj)
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if not isinstance(obj, (list, tuple)):
+        return []
+    found = {}
+    for item in obj:
+        for t in _tensors(item):
+            found.setdefault(id(t), t)
+    return list(found.values())
 
 
 def _windows(size: int, tile: int, overlap: int):
@@ -148,8 +186,8 @@ def _windows(size: int, tile: int, overlap: int):
 
 
 def _pick_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if backend != "auto" and backend not in BACKEND_CLASSES:  # read live: backends may be added
+        raise ValueError(f"backend: expected one of {('auto', *BACKEND_CLASSES)}, got {backend!r}")
     if backend == "auto":
         if device.type == "cuda" and not _has_triton():
             warnings.warn("accelerate: triton is not installed, so the CUDA model runs the eager backend (cuDNN); "
@@ -180,21 +218,31 @@ def _has_triton() -> bool:
 
 def accelerate(
     student: SlimSRModel, dtype: Optional[torch.dtype] = None, width: Optional[float] = None, backend: str = "auto",
-    tile: Optional[int] = None, tile_overlap: int = 16, cuda_graphs: bool = True,
+    tile: Optional[int] = None, tile_overlap: int = 16, cuda_graphs: bool = True, graph_cache_size: int = 8,
 ) -> FastStudent:
-    """A :class:`FastStudent` for an exported EDSR/RCAN/CARN student (or a full model and ``width``,
-    exported first), on the student's device, computing in ``dtype`` (default: the student's)."""
+    """A :class:`FastStudent` for an exported student (or a full model and ``width``, exported first),
+    on the student's device, computing in ``dtype`` (default: the student's). The caller's model is
+    not modified (the FastStudent keeps its own copy of the weights).
+
+    ``width`` is refused for an exported student (``model.export(w)``, ``load_student``) unless it
+    is 1.0: the student has only its own width. ``tile``: run on ``tile x tile`` LR windows with
+    ``tile_overlap`` pixels of context (one shape, so one CUDA graph serves every window and image).
+    ``graph_cache_size``: at most this many CUDA graphs are kept (``csd_fast.cuda_graphs``).
+    """
     if not isinstance(student, SlimSRModel) or student.arch not in SUPPORTED_DTYPES:
         got = getattr(student, "arch", None) or type(student).__name__
         raise TypeError(f"student: expected a SlimSRModel of one of {sorted(SUPPORTED_DTYPES)}, got {got!r}")
-    if width is not None:
-        student = student.export(check_width(width))
+    compact = student_at(student, width)
     dtype = dtype or student._param_dtype()
-    if dtype not in SUPPORTED_DTYPES[student.arch]:
-        raise ValueError(f"dtype: expected one of {[str(d) for d in SUPPORTED_DTYPES[student.arch]]} for {student.arch}, got {dtype}")
+    _check_dtype(student.arch, dtype)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile: expected None or a positive int (LR pixels), got {tile!r}")
     if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
         raise ValueError(f"tile_overlap: expected an int >= 0 (LR pixels), got {tile_overlap!r}")
-    backend = _pick_backend(backend, student._param_device(), dtype)
-    return FastStudent(student.eval(), dtype, backend, tile, tile_overlap, cuda_graphs).eval()
+    own = compact if compact is not student else copy.deepcopy(student)
+    return FastStudent(own, dtype, backend, tile, tile_overlap, cuda_graphs, graph_cache_size).eval()
+
+
+def _check_dtype(arch: str, dtype: torch.dtype) -> None:
+    if dtype not in SUPPORTED_DTYPES[arch]:
+        raise ValueError(f"dtype: expected one of {[str(d) for d in SUPPORTED_DTYPES[arch]]} for {arch}, got {dtype}")

@@ -14,6 +14,9 @@ The native backend is the custom op ``torch.ops.csd_fast.contrastive_loss`` from
 registered here, so it works under ``torch.compile``). One call takes all taps: its forward
 reads every input once and returns the weighted loss with each tap's per-sample terms; its
 backward op writes grad_anchors and, only when a positive requires grad, grad_positives.
+Taps whose anchor, positive and negatives share one memory format (contiguous, or e.g. all
+``channels_last`` VGG features) are read in place, in memory order, without a copy; the
+gradients come back in the anchor's and positive's format (``empty_like``).
 Without ``_C`` every call runs the eager reference (``csd_fast.losses.reference``) and a
 warning at import says so.
 """

@@ -102,17 +102,12 @@ def _save(fig, out_png) -> Path:
     return out_png
 
 
-def write_tensorboard(rows: list[dict], log_dir) -> bool:
-    """Write log rows as TensorBoard scalars if ``torch.utils.tensorboard`` imports; else warn and
-    return False (tensorboard is an optional dependency, not installed by csd_fast)."""
+def tensorboard_writer(log_dir):
+    """A ``SummaryWriter`` on ``log_dir`` if ``torch.utils.tensorboard`` imports; else warn and return None
+    (tensorboard is an optional dependency, not installed by csd_fast)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         warnings.warn("tensorboard is not installed: skipping TensorBoard logs (pip install tensorboard)", stacklevel=2)
-        return False
-    with SummaryWriter(str(log_dir)) as writer:
-        for row in rows:
-            for key, value in row.items():
-                if key != "step":
-                    writer.add_scalar(key, value, int(row["step"]))
-    return True
+        return None
+    return SummaryWriter(str(log_dir))

@@ -35,18 +35,21 @@ CSD_HD inline T sign_diff(T x, T y) {
 
 CSD_HD inline int64_t num_chunks(int64_t m) { return (m + kChunk - 1) / kChunk; }
 
-// Mean of target t = idx / B of sample b = idx % B, its chunk sums added in chunk order,
-// written to num[b] (t = 0) or den[(t - 1) * B + b]; idx runs over [0, B * (K + 1)).
+// The mean of target t = idx / B of sample b = idx % B: num[b] (t = 0) or den[(t - 1) * B + b];
+// idx runs over [0, B * (K + 1)).
+template <typename T>
+CSD_HD T& mean_of(T* num, T* den, const Geometry& g, int64_t idx) {
+  const int64_t b = idx % g.B, t = idx / g.B;
+  return t == 0 ? num[b] : den[(t - 1) * g.B + b];
+}
+
+// mean_of(idx) from its chunk sums, added in chunk order.
 template <typename T>
 CSD_HD void write_mean(const T* partial, const Geometry& g, int64_t idx, T* num, T* den) {
   const int64_t b = idx % g.B, t = idx / g.B;
   T s = 0;
   for (int64_t c = 0; c < num_chunks(g.m); ++c) s += partial[(c * g.B + b) * (g.K + 1) + t];
-  if (t == 0) {
-    num[b] = s / T(g.m);
-  } else {
-    den[(t - 1) * g.B + b] = s / T(g.m);
-  }
+  mean_of(num, den, g, idx) = s / T(g.m);
 }
 
 template <typename T>

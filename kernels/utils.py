@@ -6,6 +6,7 @@ it must be set before ``csd_fast.kernels`` is imported; :func:`interpreting` rea
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 import triton
@@ -31,14 +32,31 @@ def size_bucket(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-def tile_configs(gpu_tiles, interpreter_tile):
-    """``triton.Config`` list: ``(BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps)`` tuples on a GPU,
-    the single ``interpreter_tile`` under the interpreter (so no autotuning runs there)."""
-    tiles = [interpreter_tile] if interpreting() else gpu_tiles
-    return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_stages=s, num_warps=w)
-        for m, n, k, s, w in tiles
-    ]
+def tile_configs(gpu_tiles, interpreter_tiles, names=("BLOCK_M", "BLOCK_N", "BLOCK_K", "TILE_W")):
+    """``triton.Config`` list from ``(*values of names, num_stages, num_warps)`` tuples: ``gpu_tiles``
+    on a GPU, the few small ``interpreter_tiles`` under the interpreter (enough to run the
+    autotuner's pruning, benchmarking and ``reset_to_zero`` on CPU)."""
+    tiles = interpreter_tiles if interpreting() else gpu_tiles
+    return [triton.Config(dict(zip(names, t[:-2])), num_stages=t[-2], num_warps=t[-1]) for t in tiles]
+
+
+def wall_clock_bench(kernel_call, quantiles):
+    """The autotuner's ``do_bench`` under the interpreter (Triton's needs a GPU): one timed call."""
+    start = time.perf_counter()
+    kernel_call()
+    return [time.perf_counter() - start] * len(quantiles)
+
+
+def bench_fn():
+    """``do_bench`` for ``triton.autotune``: Triton's default on a GPU, :func:`wall_clock_bench` when interpreting."""
+    return wall_clock_bench if interpreting() else None
+
+
+def int32_extent(t: torch.Tensor, name: str) -> None:
+    """Raise unless every offset within one image of ``t`` (dims 1..3) fits the kernels' int32 index math."""
+    extent = sum((size - 1) * abs(stride) for size, stride in zip(t.shape[1:], t.stride()[1:]))
+    if extent >= 2**31:
+        raise ValueError(f"{name}: one image spans {extent + 1} elements, expected < 2**31 (int32 offsets); split the image")
 
 
 def check_tensor(t: torch.Tensor, name: str, dtypes=COMPUTE_DTYPES, dim: int | None = None) -> None:

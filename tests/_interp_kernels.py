@@ -96,6 +96,29 @@ def test_epilogue_tail_mean_add_into_nchw_output():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("c_in,c_out,h,w,relu", [(64, 3, 11, 37, False), (16, 4, 9, 16, True), (24, 1, 1, 33, False)])
+def test_small_out_kernel_strips_and_row_segments(c_in, c_out, h, w, relu, dtype, monkeypatch):
+    """The tail kernel (C_out <= 4): several column strips and row segments, image borders on every side,
+    NCHW fp32 output with the mean added; it, not the implicit GEMM, runs these convs."""
+    from csd_fast.kernels import conv2d_small_out
+
+    calls = []
+    real = conv2d_small_out.launch
+    monkeypatch.setattr(conv2d_small_out, "launch", lambda *a: calls.append(1) or real(*a))
+    x = _act(2, c_in, h, w, dtype)
+    wt, b, packed = _layer(c_in, c_out, 3, dtype)
+    mean = torch.randn(c_out)
+    out = torch.empty(2, c_out, h, w)
+    conv2d(x, packed, b, mean_out=mean, relu=relu, out=out)
+    ref = F.conv2d(x.float(), wt, b, padding=1)
+    ref = (F.relu(ref) if relu else ref) + mean.view(1, c_out, 1, 1)
+    assert calls == [1]
+    assert_close(out, ref, *TOL[dtype], what="small C_out")
+    y = conv2d(x, packed, None)  # no bias, NHWC output in the weight dtype
+    assert_close(y, F.conv2d(x.float(), wt, padding=1), *TOL[dtype], what="small C_out, no bias")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("s,relu,n,h,w", [(2, False, 2, 5, 7), (3, False, 1, 3, 4), (2, True, 1, 1, 1)])
 def test_epilogue_pixel_shuffle(s, relu, n, h, w, dtype):
     c = 4
@@ -170,17 +193,45 @@ def test_bad_arguments_are_named():
         pack_conv_weight(torch.randn(4, 4, 5, 5))
 
 
-def test_interpreter_uses_one_tile_and_gpu_tiles_prune_to_the_layer():
-    from csd_fast.kernels.conv2d import _conv2d_kernel
+def test_gpu_tiles_prune_to_the_layer():
     import triton
 
-    assert len(_conv2d_kernel.configs) == 1
-    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}) for m, n, k, _, _ in _GPU_TILES]
-    tail = _prune(configs, {}, C_OUT=3, C_IN=64)  # constexprs arrive as keywords
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "TILE_W": tw}) for m, n, k, tw, _, _ in _GPU_TILES]
+    tail = _prune(configs, {}, C_OUT=3, C_IN=64, W_BUCKET=1024)  # constexprs arrive as keywords
     assert tail and all(c.kwargs["BLOCK_N"] == 16 for c in tail)
-    assert len(_prune(configs, {"C_OUT": 256, "C_IN": 64})) == len(configs)
-    head = _prune(configs, {"C_OUT": 64, "C_IN": 3})
+    assert len(_prune(configs, {"C_OUT": 256, "C_IN": 64, "W_BUCKET": 1024})) == len(configs)
+    head = _prune(configs, {"C_OUT": 64, "C_IN": 3, "W_BUCKET": 1024})
     assert head and all(c.kwargs["BLOCK_K"] == 16 for c in head)
+    narrow = _prune(configs, {"C_OUT": 64, "C_IN": 64, "W_BUCKET": 8})
+    assert narrow and all(c.kwargs["TILE_W"] == 16 for c in narrow)
+
+
+def test_autotuner_runs_two_tiles_resets_the_pool_and_caches_the_winner(monkeypatch, tmp_path):
+    """Two interpreter tiles: the autotuner benchmarks both (each adds into ``pool``, so the sums are
+    right only if ``reset_to_zero`` cleared it), the winner goes to the disk cache, and a process that
+    finds it there launches without tuning. A 3-channel output prunes to one tile: no benchmark."""
+    from csd_fast.kernels import tune_cache
+    from csd_fast.kernels.conv2d import _conv2d_kernel
+
+    assert len(_conv2d_kernel.configs) == 2
+    benched = []
+    real_bench = _conv2d_kernel._bench
+    monkeypatch.setattr(_conv2d_kernel, "_bench", lambda *a, **k: benched.append(k["config"]) or real_bench(*a, **k))
+    monkeypatch.setattr(_conv2d_kernel, "cache", {})
+    monkeypatch.setattr(tune_cache, "TUNE_CACHE", tune_cache.TuneCache(tmp_path / "autotune.json"))
+    x = _act(2, 16, 5, 7, torch.float32)
+    wt, b, packed = _layer(16, 32, 3, torch.float32)  # 32 output channels keep both tiles
+    ref = F.conv2d(x, wt, b, padding=1)
+    for tuned_runs in (2, 0):  # first process tunes; the second reads the winner from disk
+        pool = torch.zeros(2, 32)
+        y = conv2d(x, packed, b, pool=pool)
+        assert len(benched) == tuned_runs
+        assert_close(y, ref, *TOL[torch.float32], what="tuned conv")
+        assert_close(pool, y.sum((2, 3)), 1e-3, 1e-4, what="pool after tuning")
+        benched.clear()
+        monkeypatch.setattr(tune_cache, "TUNE_CACHE", tune_cache.TuneCache(tmp_path / "autotune.json"))
+    conv2d(x, _layer(16, 3, 3, torch.float32)[2], None)
+    assert benched == []
 
 
 def test_custom_ops_pass_opcheck():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -17,9 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_in_interpreter(test_file: str, timeout: float = 600) -> None:
     """Run ``tests/<test_file>`` with pytest in a subprocess under the interpreter; fail with its output."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / test_file)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory() as cache:  # a fresh autotune cache: every run tunes
+        env = dict(os.environ, TRITON_INTERPRET="1", CSD_FAST_CACHE=cache)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     print(proc.stdout[-500:])
     assert proc.returncode == 0, f"{test_file} failed under TRITON_INTERPRET=1:\n{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
 

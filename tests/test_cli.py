@@ -9,7 +9,10 @@ from PIL import Image
 
 from _sr_folders import make_folder, tiny_train_args
 from csd_fast.cli import build_parser, main
-from csd_fast.commands.train import DEFAULTS, resolve_options
+from dataclasses import replace
+
+from csd_fast.commands.train import resolve_options
+from csd_fast.options import TrainOptions, cli_defaults, cli_fields
 from csd_fast.data import load_image
 from csd_fast.student_io import load_model, load_student
 
@@ -52,11 +55,11 @@ def test_config_then_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("arch: rcan\nlambda-c: 50\nbundled: true\nmodel_args: {n_feats: 16}\n")
     opts = resolve_options(_parse(["train", "--config", str(cfg), "--lambda-c", "7", "--model-arg", "reduction=4"]))
-    assert opts["arch"] == "rcan" and opts["lambda_c"] == 7.0 and opts["bundled"] is True
-    assert opts["model_args"] == {"n_feats": 16, "reduction": 4}
-    assert opts["width"] == DEFAULTS["width"]
+    assert opts.arch == "rcan" and opts.lambda_c == 7.0 and opts.bundled is True
+    assert opts.model_args == {"n_feats": 16, "reduction": 4}
+    assert opts.width == TrainOptions().width and opts.out == "runs/train"
     (tmp_path / "c.json").write_text(json.dumps({"div2k": "x", "steps": 5}))
-    assert resolve_options(_parse(["train", "--config", str(tmp_path / "c.json")]))["steps"] == 5
+    assert resolve_options(_parse(["train", "--config", str(tmp_path / "c.json")])).steps == 5
 
 
 def test_config_errors_name_the_key(tmp_path, capsys):
@@ -70,10 +73,44 @@ def test_config_errors_name_the_key(tmp_path, capsys):
     assert "--model-arg: expected KEY=VALUE, got 'n_feats'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("line, message", [
+    ("batch: \"4\"", "batch in {cfg}: expected int >= 1, got '4'"),
+    ("batch: 0", "batch in {cfg}: expected int >= 1, got 0"),
+    ("width: 1.5", "width in {cfg}: expected float > 0.0 and <= 1.0, got 1.5"),
+    ("checkpoint_every: 0", "checkpoint_every in {cfg}: expected int >= 1, got 0"),
+    ("patch: 0", "patch in {cfg}: expected int >= 1 or null, got 0"),
+    ("bundled: \"false\"", "bundled in {cfg}: expected bool, got 'false'"),
+    ("val_every: -2", "val_every in {cfg}: expected int >= 1 or null, got -2"),
+    ("max_minutes: -1", "max_minutes in {cfg}: expected float > 0.0 or null, got -1"),
+    ("negatives: bogus", "negatives in {cfg}: expected one of ['official', 'others', 'self-blur', 'dynamic'], got 'bogus'"),
+    ("lr: fast", "lr in {cfg}: expected float > 0.0, got 'fast'"),
+    ("lr: .inf", "lr in {cfg}: expected float > 0.0, got inf"),
+    ("vgg_input: bgr", "vgg_input in {cfg}: expected one of ['official', 'imagenet'], got 'bgr'"),
+])
+def test_config_values_are_checked_before_anything_is_built(tmp_path, capsys, monkeypatch, line, message):
+    import csd_fast.commands.train as train_cmd
+
+    monkeypatch.setattr(train_cmd, "_train", lambda *a: pytest.fail("built something from a bad config"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"bundled: true\n{line}\n" if not line.startswith("bundled") else line + "\ntrain_hr: x\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(cfg=cfg) in err and len(err.strip().splitlines()) == 1
+
+
+def test_yaml_numbers_as_strings_are_read_as_floats(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("bundled: true\nlr: 1e-4\nwidth: \"0.5\"\nlr_milestones: [0.5, 3000]\n")  # PyYAML: '1e-4' is a str
+    opts = resolve_options(_parse(["train", "--config", str(cfg)]))
+    assert opts.lr == 1e-4 and opts.width == 0.5 and opts.lr_milestones == [0.5, 3000.0]
+    flags = resolve_options(_parse(["train", "--bundled", "--vgg-input", "imagenet", "--lr-gamma", "0.5"]))
+    assert flags.vgg_input == "imagenet" and flags.lr_gamma == 0.5
+
+
 def test_every_train_flag_is_a_config_key():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in train._actions} - {"help", "config", "func"}
-    assert dests == set(DEFAULTS)
+    assert dests == {f.name for f in cli_fields()}
 
 
 def test_train_writes_everything(trained):
@@ -192,11 +229,11 @@ def test_data_sources_resolve(folders, tmp_path, monkeypatch):
     make_folder(div2k / "DIV2K_train_HR", n=2, size=40)
     bench = tmp_path / "benchmark"
     make_folder(bench / "Set5" / "HR", "test", n=2, size=24)
-    opts = dict(DEFAULTS, div2k=str(div2k), patch=16, quiet=True)
+    opts = replace(cli_defaults(), div2k=str(div2k), patch=16, quiet=True)
     ds = _train_set(opts, 2)
     assert len(ds) == 2 and ds[0][1].shape == (3, 16, 16)
     monkeypatch.setattr(csd_fast.data, "bundled_images", lambda split, max_side=None: [("a", torch.rand(3, 20, 20))])
-    assert len(_train_set(dict(DEFAULTS, bundled=True, patch=8), 2)) == 1
+    assert len(_train_set(replace(cli_defaults(), bundled=True, patch=8), 2)) == 1
     sets = eval_sets(["Set5", "bundled", str(folders["val"])], 2, data_root=bench)
     assert [(name, len(d)) for name, d in sets] == [("Set5", 2), ("bundled", 1), ("val", 2)]
     with pytest.raises(ValueError, match="benchmark names need --data-root"):
@@ -217,3 +254,59 @@ def test_train_from_a_foreign_teacher(folders, tmp_path):
     got = load_model(tmp_path / "run" / "checkpoint.pt").model.state_dict()
     for key, value in teacher.state_dict().items():  # training started from the converted teacher
         torch.testing.assert_close(got[key], value, atol=1e-5, rtol=1e-4)
+
+
+def _spy_accelerate(monkeypatch):
+    import csd_fast.fast
+
+    calls, real = [], csd_fast.fast.accelerate
+    monkeypatch.setattr(csd_fast.fast, "accelerate", lambda net, **kw: calls.append(kw) or real(net, **kw))
+    return calls
+
+
+def test_upscale_fast_options(trained, tmp_path, monkeypatch, capsys):
+    """--dtype, --no-cuda-graphs and the tile reach accelerate (issue 10 item 13, issue 11 item 4)."""
+    src = _inputs(tmp_path / "in")
+    ckpt = str(trained / "checkpoint.pt")
+    calls = _spy_accelerate(monkeypatch)
+    assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / "e.png"), "--model", ckpt, "--quiet"]) == 0
+    assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / "b.png"), "--model", ckpt, "--quiet", "--fast",
+                 "--dtype", "bfloat16", "--no-cuda-graphs", "--tile", "4", "--tile-overlap", "8"]) == 0
+    assert calls == [dict(dtype=torch.bfloat16, cuda_graphs=False, tile=4, tile_overlap=8)]
+    diff = (load_image(tmp_path / "b.png") - load_image(tmp_path / "e.png")).abs()
+    assert diff.max() <= 8 / 255 and diff.mean() <= 1 / 255  # bf16 activations
+    for flag in (["--dtype", "float16"], ["--no-cuda-graphs"]):
+        assert main(["upscale", str(src / "rgb.png"), "-o", str(tmp_path / "x.png"), "--model", ckpt, *flag]) == 2
+        assert f"{flag[0]}: only applies with --fast" in capsys.readouterr().err
+
+
+def test_eval_fast_times_the_fast_path(trained, tmp_path, monkeypatch, capsys):
+    calls = _spy_accelerate(monkeypatch)
+    out = tmp_path / "ev"
+    args = ["eval", "--model", str(trained / "checkpoint.pt"), "--data", str(tmp_path / "val"), "--out", str(out)]
+    make_folder(tmp_path / "val", "test", n=1, size=16)
+    assert main(args) == 0
+    plain = json.loads((out / "eval.json").read_text())
+    assert main(args + ["--fast", "--dtype", "float32"]) == 0
+    assert "fast path: eager backend, torch.float32" in capsys.readouterr().out
+    fast = json.loads((out / "eval.json").read_text())
+    assert len(calls) == 2 and all(c["dtype"] == torch.float32 for c in calls)  # teacher and student
+    assert [r["model"] for r in fast] == [r["model"] for r in plain]
+    for a, b in zip(fast, plain):
+        assert abs(a["psnr"] - b["psnr"]) < 1e-3 and a["ms"] > 0
+
+
+def test_export_onnx(trained, tmp_path, capsys):
+    ckpt = str(trained / "checkpoint.pt")
+    assert main(["export", "--model", ckpt, "-o", str(tmp_path / "s.safetensors"), "--opset", "18"]) == 2
+    assert "--opset: only applies with --format onnx" in capsys.readouterr().err
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'csd_fast[onnx]')")
+    pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install 'csd_fast[onnx]')")
+    assert main(["export", "--model", ckpt, "-o", str(tmp_path / "s.safetensors")]) == 0
+    assert main(["export", "--model", str(tmp_path / "s.safetensors"), "--format", "onnx", "-o", str(tmp_path / "s.onnx")]) == 0
+    assert "dynamic batch, height and width" in capsys.readouterr().out
+    student = load_student(tmp_path / "s.safetensors")
+    x = torch.rand(1, 3, 7, 9)
+    session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(session.run(None, {"lr": x.numpy()})[0]), student(x), atol=1e-5, rtol=1e-5)

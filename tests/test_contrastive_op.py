@@ -301,3 +301,50 @@ def test_bench_quick_writes_results(tmp_path):
     assert [r["variant"] for r in report["rows"]] == ["op", "reference", "official"]
     assert all(r["ms"] > 0 and r["peak_mib"] >= 0 for r in report["rows"]) and report["threads"] == 1
     assert "| 32 | fp32 | official |" in (tmp_path / "loss_cpu.md").read_text()
+
+
+def _copies(fn):
+    """Names of the copy ops (clone, copy_, contiguous) that fn dispatches, from the profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return [e.name for e in prof.events() if e.name in ("aten::clone", "aten::copy_", "aten::contiguous")]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per_sample"])
+def test_channels_last_taps_are_read_in_place(shared):
+    """Taps sharing a memory format are read without copies; gradients come back in that format."""
+    anchor, positive, negatives = make_inputs((3, 8, 5, 7), 4, shared)
+    anchor_cl = anchor.detach().to(memory_format=torch.channels_last).requires_grad_()
+    positive_cl = positive.detach().to(memory_format=torch.channels_last).requires_grad_()
+    # Per-sample negatives: channels_last per negative, stacked so [K, B] stays outermost.
+    negatives_cl = negatives.to(memory_format=torch.channels_last) if shared else torch.stack(
+        [n.to(memory_format=torch.channels_last) for n in negatives]
+    )
+    assert negatives_cl.stride()[-3:] == anchor_cl.stride()[1:] and not anchor_cl.is_contiguous()
+    for reduction in ("batch", "sample"):
+        args = ([anchor_cl], [positive_cl], [negatives_cl], [1.0], reduction, 1e-7)
+        assert _copies(lambda: torch.ops.csd_fast.contrastive_loss(*args)) == []
+        loss, nums, dens = torch.ops.csd_fast.contrastive_loss(*args)
+        backward = torch.ops.csd_fast.contrastive_loss_backward
+        bargs = (torch.ones(()), *args[:3], nums, dens, *args[3:], True)
+        assert _copies(lambda: backward(*bargs)) == []
+        grads = torch.autograd.grad(loss, [anchor_cl, positive_cl])
+        assert all(g.stride() == anchor_cl.stride() for g in grads)
+        want_loss, want_grads = reference_run(anchor, positive, negatives, reduction)
+        torch.testing.assert_close(loss, want_loss, rtol=LOSS_RTOL, atol=0)
+        assert_grads_close(grads, want_grads, torch.float32, f"channels_last {reduction}")
+        torch.library.opcheck(torch.ops.csd_fast.contrastive_loss.default, args)
+
+
+def test_mixed_memory_formats_are_copied_and_correct():
+    anchor, positive, negatives = make_inputs((2, 4, 3, 5), 3, shared=True)
+    anchor_cl = anchor.detach().to(memory_format=torch.channels_last).requires_grad_()
+    args = ([anchor_cl], [positive], [negatives], [1.0], "sample", 1e-7)
+    assert "aten::clone" in _copies(lambda: torch.ops.csd_fast.contrastive_loss(*args))  # the check above can fail
+    loss, _, _ = torch.ops.csd_fast.contrastive_loss(*args)
+    grads = torch.autograd.grad(loss, [anchor_cl, positive])
+    assert grads[0].stride() == anchor_cl.stride()  # as the fake kernel (empty_like) says
+    want_loss, want_grads = reference_run(anchor, positive, negatives, "sample")
+    torch.testing.assert_close(loss, want_loss, rtol=LOSS_RTOL, atol=0)
+    assert_grads_close(grads, want_grads, torch.float32, "mixed formats")
+    torch.library.opcheck(torch.ops.csd_fast.contrastive_loss.default, args)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from csd_fast.data import (
     BUNDLED_TEST, BUNDLED_TRAIN, DIV2K, BenchmarkSet, HRFolder, PairedFolder, PatchDataset, bicubic_downscale,
-    bundled_images, dihedral, list_images, load_image, save_image, to_uint8,
+    bundled_images, dihedral, image_size, list_images, load_image, load_image_uint8, save_image, to_uint8,
 )
 
 
@@ -27,6 +27,19 @@ def test_load_rgb_png_exact(tmp_path):
     t = load_image(tmp_path / "a.png")
     assert t.shape == (3, 20, 30) and t.dtype == torch.float32
     np.testing.assert_array_equal(to_uint8(t).permute(1, 2, 0).numpy(), arr)
+
+
+def test_uint8_reader_equals_quantized_float_reader_and_header_size(tmp_path):
+    Image.fromarray(_rand_u8(10, 12, 4), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(_rand_u8(10, 12, 1)[..., 0], "L").save(tmp_path / "grey.png")
+    Image.fromarray((np.arange(120, dtype=np.uint16).reshape(10, 12) * 541)).save(tmp_path / "g16.png")
+    Image.fromarray(_rand_u8(10, 12)).save(tmp_path / "rgb.jpg")
+    for name in ("rgba.png", "grey.png", "g16.png", "rgb.jpg"):
+        u8 = load_image_uint8(tmp_path / name)
+        assert u8.dtype == torch.uint8 and torch.equal(u8, to_uint8(load_image(tmp_path / name))), name
+        assert image_size(tmp_path / name) == (10, 12)
+    with pytest.raises(ValueError, match="cannot read image file .*nothing.png"):
+        image_size(tmp_path / "nothing.png")
 
 
 def test_load_rgba_drops_alpha_and_grey_becomes_three_channels(tmp_path):

@@ -3,11 +3,11 @@ process on the whole batch, and with identical weights on every rank.
 
 A non-finite loss on one rank stops every rank (none is left waiting in a collective).
 
-The contrastive term is included with per-sample negatives and ratios (``negatives="self-blur"``,
-``reduction="sample"``): then the mean over the global batch is the mean of the ranks' means,
-which DDP's gradient averaging reproduces. The official setting (negatives drawn from the batch,
-``reduction="batch"``) makes each rank use its half-batch's images and means, so it differs from
-one process on the whole batch by design.
+With the official (default) negatives and reduction: the LR shards are gathered, so the K = 10
+negatives come from the global batch (each rank holds only 6 of the 12 images), the same K for
+every anchor on every rank, and the "batch" means are over the global batch (the contrastive
+numerators and denominators are summed across ranks): the same step as one process. The per-sample
+setting ("self-blur", "sample") is checked through torchrun and the CLI.
 """
 import os
 import socket
@@ -26,7 +26,7 @@ from csd_fast.data import PatchDataset
 from csd_fast.models import build_model
 from csd_fast.trainer import CSDTrainer
 
-STEPS, BATCH = 2, 4
+STEPS, BATCH = 2, 12  # K = 10 (the default) > the 6 images of each rank
 
 
 def _free_port() -> int:
@@ -41,10 +41,11 @@ def _train(out_path) -> CSDTrainer:
     images = [torch.rand(3, 24 + 4 * i, 28, generator=torch.Generator().manual_seed(i)) for i in range(5)]
     data = PatchDataset(images, scale=2, patch_size=16)  # random crops + flips: seeded per item
     model = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1)
-    trainer = CSDTrainer(model, width=0.5, neg_num=1, negatives="self-blur", reduction="sample", lambda_c=1.0,
-                         lr=1e-3, progress=False)
+    trainer = CSDTrainer(model, width=0.5, lr=1e-3, progress=False)  # official negatives, K = 10, lambda_c 200
+    assert (trainer.negatives, trainer.neg_num, trainer.contrastive.reduction) == ("official", 10, "batch")
     trainer.fit(data, steps=STEPS, batch_size=BATCH)
-    torch.save({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()["state"]}, out_path)
+    torch.save({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()["state"],
+                "history": trainer.history, "grad": {n: p.grad for n, p in trainer.model.named_parameters()}}, out_path)
     return trainer
 
 
@@ -53,11 +54,11 @@ def _worker(rank, world, port, folder):
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     try:
         trainer = _train(os.path.join(folder, f"rank{rank}.pt"))
-        lr = torch.rand(2, 3, 8, 8)
+        lr = torch.rand(6, 3, 8, 8)
         if rank == 1:
             lr[0, 0, 0, 0] = float("nan")  # a bad pixel in one rank's shard only
         try:
-            trainer.train_step(lr, torch.rand(2, 3, 16, 16))
+            trainer.train_step(lr, torch.rand(6, 3, 16, 16))
             outcome = "trained"
         except FloatingPointError:
             outcome = "stopped"
@@ -73,7 +74,12 @@ def test_two_ranks_equal_one_process(tmp_path):
     r0, r1, single = (torch.load(tmp_path / f"{n}.pt") for n in ("rank0", "rank1", "single"))
     for key in r0["model"]:
         torch.testing.assert_close(r0["model"][key], r1["model"][key], atol=0, rtol=0)  # ranks in lock-step
-        torch.testing.assert_close(r0["model"][key], single["model"][key], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r0["model"][key], single["model"][key], atol=1e-6, rtol=1e-5)
+        if key in single["grad"]:  # the last step's gradient (DDP-averaged) equals one process's
+            g = single["grad"][key]
+            torch.testing.assert_close(r0["grad"][key], g, atol=1e-6 * g.abs().max().item(), rtol=1e-4)
+    for a, b in zip(r0["history"], single["history"]):  # the logged terms are the global batch's
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(b[k])) for k in a)
     assert [(tmp_path / f"nan{r}.txt").read_text() for r in (0, 1)] == ["stopped", "stopped"]  # no rank left waiting
     initial = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1)
     assert not torch.equal(initial.state_dict()["head.weight"], r0["model"]["head.weight"])  # it did train

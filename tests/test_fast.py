@@ -4,6 +4,10 @@
 Tolerances vs the exported eager student: fp32 atol=rtol=1e-5 (same ops, same order up to fusions);
 bf16 atol=rtol=5e-2 and fp16 atol=rtol=2e-2 (storage rounding per layer through a tiny network).
 """
+import copy
+import threading
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -114,8 +118,145 @@ def test_bad_arguments_are_named():
         fast(torch.rand(1, 4, 4, 4))
     with pytest.raises(TypeError, match="floating"):
         fast(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
-    with pytest.raises(RuntimeError, match="accelerate"):
-        fast.half()
+    with pytest.raises(ValueError, match="dtype"):
+        fast.double()
+
+
+def test_drop_in_module_contract():
+    """Parameters, buffers, state_dict, .to()/.half()/.float(), attributes (issue 10 item 10)."""
+    student = _model("edsr", 2).export(0.5)
+    fast = accelerate(student)
+    assert (fast.device, fast.dtype, fast.scale, fast.arch) == (torch.device("cpu"), torch.float32, 2, "edsr")
+    assert next(fast.parameters()).device == torch.device("cpu")
+    assert next(fast.buffers()).device == torch.device("cpu")
+    sd = fast.state_dict()
+    assert list(sd) == list(student.state_dict())
+    for key, value in student.state_dict().items():
+        assert torch.equal(sd[key], value), key
+    x = torch.rand(2, 3, 6, 5)
+    y = fast(x)
+    packed = [b for n, b in fast.named_buffers() if n.startswith("packed_")]
+    assert packed and fast.to("cpu") is fast and fast.float() is fast and fast.to(torch.float32) is fast
+    assert all(a is b for a, b in zip(packed, [b for n, b in fast.named_buffers() if n.startswith("packed_")]))
+    assert fast.to(torch.bfloat16) is fast and fast.dtype == torch.bfloat16
+    assert next(b for n, b in fast.named_buffers() if n.startswith("packed_")).dtype == torch.bfloat16
+    assert_close(fast(x), y, *TOL[torch.bfloat16], what="re-packed in bf16")
+    assert next(fast.parameters()).dtype == torch.float32  # the kept weights are never cast
+    fast.float()
+    assert_close(fast(x), y, 0, 0, what="back to fp32: lossless")
+    fresh = type(student)(**student.config)
+    fresh.load_state_dict(fast.state_dict())
+    assert_close(fresh(x), y, *TOL[torch.float32], what="state_dict into the student class")
+    assert_close(copy.deepcopy(fast)(x), y, 0, 0, what="deep copy")
+
+
+def test_load_state_dict_repacks():
+    a, b = _model("carn", 2).export(0.5), _model("carn", 2).export(0.5)
+    fast = accelerate(a)
+    x = torch.rand(1, 3, 5, 4)
+    fast.load_state_dict(b.state_dict())
+    assert_close(fast(x), b(x), *TOL[torch.float32], what="after load_state_dict")
+
+
+def test_accelerate_leaves_the_callers_model_alone():
+    model = _model("rcan", 2)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = accelerate(model)
+    fast.to(torch.bfloat16)
+    fast.load_state_dict({k: torch.zeros_like(v) for k, v in before.items()})
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    for key, value in model.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, before[key]), key
+    accelerate(model, width=0.5)
+    assert model.training
+
+
+def test_width_must_exist_in_the_model():
+    """An exported student has only its own width (issue 10 item 5)."""
+    model = _model("edsr", 2)
+    student = model.export(0.5)
+    with pytest.raises(ValueError, match="width: the model is an exported student"):
+        accelerate(student, width=0.5)
+    x = torch.rand(1, 3, 4, 4)
+    assert_close(accelerate(student, width=1.0)(x), student(x), *TOL[torch.float32], what="width 1.0")
+    assert_close(accelerate(model, width=0.5)(x), model(x, 0.5), *TOL[torch.float32], what="full model at 0.5")
+    with pytest.raises(ValueError, match="width"):
+        accelerate(model, width=0.0)
+
+
+class _FakeGraph:
+    """Stands in for a CUDA graph on CPU: replay re-runs the captured function after a pause, so a
+    missing lock lets another thread overwrite the static input in between."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def replay(self):
+        time.sleep(0.002)
+        self.fn()
+
+    def pool(self):
+        return "pool"
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch):
+    import csd_fast.cuda_graphs as cuda_graphs
+    from csd_fast.fast import FastStudent
+
+    pools = []
+    monkeypatch.setattr(cuda_graphs, "capture", lambda fn, pool: pools.append(pool) or _FakeGraph(fn))
+    monkeypatch.setattr(FastStudent, "_graphs_on", lambda self, x: self.cuda_graphs)  # as on CUDA
+    return pools
+
+
+def test_graph_cache_is_a_bounded_lru_sharing_one_pool(fake_graphs):
+    """50 shapes, each run twice: at most ``graph_cache_size`` graphs (and static tensors) stay
+    (issue 11 item 4); a shape is captured only when seen again; all captures share one pool."""
+    student = _model("edsr", 2, n_resblocks=1).export(0.5)
+    fast = accelerate(student, graph_cache_size=3)
+    fast(torch.rand(1, 3, 4, 4))
+    assert len(fast._graphs) == 0 and not fake_graphs  # seen once: run plainly
+    for side in range(5, 55):
+        x = torch.rand(1, 3, side, 4)
+        fast(x)
+        assert_close(fast(x), student(x), *TOL[torch.float32], what=f"replayed {side}")
+        assert len(fast._graphs) <= 3 and len(fast._graphs.seen) <= 12
+    assert len(fake_graphs) == 50 and fake_graphs[1:] == ["pool"] * 49
+    statics = sum(sx.numel() + sy.numel() for _, sx, sy in fast._graphs.graphs.values())
+    assert statics <= 3 * (3 * 54 * 4 + 3 * 108 * 8)
+
+
+def test_tiles_capture_one_graph_at_once(fake_graphs):
+    student = _model("edsr", 2, n_resblocks=1).export(0.5)
+    fast = accelerate(student, tile=4, tile_overlap=2)
+    x = torch.rand(1, 3, 13, 10)
+    assert_close(fast(x), accelerate(student, tile=4, tile_overlap=2, cuda_graphs=False)(x), 0, 0, what="tiled graphs")
+    assert len(fast._graphs) == 1 and len(fake_graphs) == 1
+
+
+def test_concurrent_calls_from_threads(fake_graphs):
+    """Two threads replaying the same shape's graph (shared static input/output) get their own results."""
+    student = _model("carn", 2).export(0.5)
+    fast = accelerate(student)
+    xs = [torch.rand(1, 3, 6, 6) for _ in range(2)]
+    refs = [student(x).detach() for x in xs]
+    fast(xs[0]), fast(xs[0])  # captured
+    errors = []
+
+    def work(i):
+        for _ in range(15):
+            y = fast(xs[i])
+            if not torch.allclose(y, refs[i], atol=1e-5):
+                errors.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
 
 
 def test_auto_backend_falls_back_loudly_without_triton(monkeypatch):

@@ -48,7 +48,7 @@ def test_conv_kernel_compiles_for_sm90_with_tensor_cores(epilogue, dtype):
     fn = _conv2d_kernel.fn
     flags = _EPILOGUES[epilogue]
     s = flags["SHUFFLE"]
-    constexprs = dict(flags, C_IN=64, C_OUT=64 * s * s, KSIZE=3, DOT_PRECISION="tf32", BLOCK_M=128, BLOCK_N=64, BLOCK_K=32)
+    constexprs = dict(flags, C_IN=64, C_OUT=64 * s * s, KSIZE=3, DOT_PRECISION="tf32", BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, TILE_W=64)
     constexprs.update({ptr: None for ptr, flag in _OPTIONAL.items() if not flags[flag]})
     types = {n: ("*fp32" if n in _FP32_PTRS else f"*{dtype}") if n.endswith("_ptr") else "fp32" if n == "res_scale" else "i32"
              for n in fn.arg_names}
@@ -100,3 +100,48 @@ def test_pool_and_channel_attention_on_gpu(dtype):
     s = torch.sigmoid(F.linear(F.relu(F.linear(r.float().mean((2, 3)), wd, bd)), wu, bu))
     assert_close(ca_residual(x, r, pool, wd, bd, wu, bu), x.float() + r.float() * s[:, :, None, None],
                  *GPU_TOL[dtype], what="ca_residual")
+
+
+# The autotune disk cache, driven directly (pure Python: no kernel runs).
+def test_tune_cache_round_trips_merges_and_writes_atomically(tmp_path, monkeypatch):
+    import triton
+    from csd_fast.kernels.tune_cache import TuneCache, cache_dir, tune_key
+
+    monkeypatch.setenv("CSD_FAST_CACHE", str(tmp_path / "env"))
+    assert cache_dir() == tmp_path / "env"
+    key = tune_key("conv2d", torch.device("cpu"), c_in=64, c_out=64, hw=65536)
+    assert key == f"interpreter|triton {triton.__version__}|conv2d|c_in=64,c_out=64,hw=65536"
+    path = tmp_path / "autotune.json"
+    a, b = TuneCache(path), TuneCache(path)  # two processes sharing one file
+    assert a.get(key) is None and b.get("other") is None  # both have read the (missing) file
+    a.put(key, triton.Config({"BLOCK_M": 128, "TILE_W": 64}, num_warps=8, num_stages=3))
+    b.put("other", triton.Config({"BLOCK_M": 64}, num_warps=4, num_stages=2))  # merges, keeps a's entry
+    fresh = TuneCache(path)
+    got = fresh.get(key)
+    assert (got.kwargs, got.num_warps, got.num_stages) == ({"BLOCK_M": 128, "TILE_W": 64}, 8, 3)
+    assert fresh.get("other").kwargs == {"BLOCK_M": 64}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["autotune.json"]  # no temporary file left behind
+
+
+def test_tune_cache_warns_on_a_corrupt_file_and_rewrites_it(tmp_path):
+    import triton
+    from csd_fast.kernels.tune_cache import TuneCache
+
+    path = tmp_path / "autotune.json"
+    path.write_text("{not json")
+    cache = TuneCache(path)
+    with pytest.warns(RuntimeWarning, match="autotune.json"):
+        assert cache.get("k") is None
+    with pytest.warns(RuntimeWarning, match="autotune.json"):
+        cache.put("k", triton.Config({"BLOCK_M": 32}, num_warps=4, num_stages=1))
+    assert TuneCache(path).get("k").kwargs == {"BLOCK_M": 32}
+
+
+def test_int32_index_math_refuses_images_past_2_31_elements():
+    from csd_fast.kernels.utils import int32_extent
+
+    int32_extent(torch.empty(2, 64, 1024, 1024), "x")  # 2^26 per image: fine
+    int32_extent(torch.empty(1, 64, 2048, 16384, device="meta", memory_format=torch.channels_last), "x")  # max offset 2^31 - 1
+    huge = torch.empty(1, 64, 2049, 16384, device="meta", memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="x: one image spans"):
+        int32_extent(huge, "x")

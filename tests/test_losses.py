@@ -129,3 +129,49 @@ def test_custom_encoder_stays_in_eval_mode():
     loss_fn = ContrastiveLoss(encoder=enc, weights=(1.0,))
     loss_fn.train()
     assert not enc.training and not enc[1].training
+
+
+def _torchvision_layout_features() -> torch.nn.Sequential:
+    """VGG19 ``features`` as torchvision lays it out (config "E"), written out here independently."""
+    layers, c = [], 3
+    for block, (out, convs) in enumerate([(64, 2), (128, 2), (256, 4), (512, 4), (512, 4)]):
+        for _ in range(convs):
+            layers += [torch.nn.Conv2d(c, out, 3, padding=1), torch.nn.ReLU(inplace=False)]
+            c = out
+        layers.append(torch.nn.MaxPool2d(2, 2))
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("vgg_input", ["official", "imagenet"])
+def test_vgg_taps_equal_torchvision_slices(tmp_path, vgg_input):
+    """Each tap equals the official slices [0:2], [2:7], [7:12], [12:21], [21:30] of torchvision's
+    layout, fed 8-bit RGB ("official") or ImageNet-normalized [0, 1] input ("imagenet")."""
+    ref = _torchvision_layout_features().double()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * (0.05 if p.dim() == 4 else 0.1))
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save({f"features.{k}": v.float() for k, v in ref.state_dict().items()}, path)
+    vgg = VGG19Taps(str(path), vgg_input=vgg_input).double()
+    x = torch.rand(2, 3, 32, 32, generator=gen, dtype=torch.float64)
+    if vgg_input == "official":
+        h = x * 255
+    else:
+        mean = torch.tensor([0.485, 0.456, 0.406]).double().view(1, 3, 1, 1)  # constants held in fp32
+        std = torch.tensor([0.229, 0.224, 0.225]).double().view(1, 3, 1, 1)
+        h = (x - mean) / std
+    ref = ref.float().double()  # the weights as stored (fp32) in the file
+    expected = []
+    for start, end in [(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)]:
+        h = ref[start:end](h)
+        expected.append(h)
+    got = vgg(x)
+    assert len(got) == 5
+    for j, (g, e) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-9 * e.abs().max().item(), msg=f"tap {j}")
+
+
+def test_vgg_input_is_checked():
+    with pytest.raises(ValueError, match="vgg_input"):
+        VGG19Taps(vgg_input="bgr")

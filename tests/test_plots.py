@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from csd_fast.plots import plot_tradeoff, plot_training, read_log, write_tensorboard
+from csd_fast.plots import plot_tradeoff, plot_training, read_log, tensorboard_writer
 
 
 def _write_log(path, with_val=True):
@@ -58,4 +58,4 @@ def test_plot_tradeoff(tmp_path):
 def test_tensorboard_skips_gracefully(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with pytest.warns(UserWarning, match="tensorboard is not installed"):
-        assert write_tensorboard([{"step": 1, "loss": 1.0}], tmp_path) is False
+        assert tensorboard_writer(tmp_path) is None

@@ -101,3 +101,32 @@ def test_read_only_folder_keeps_previous_checkpoint(trainer_with_checkpoint):
     finally:
         os.chmod(path.parent, 0o755)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_writes_a_checkpoint_of_the_finished_steps(tmp_path, sig, status):
+    """Ctrl-C / SIGTERM: the current step finishes, a checkpoint of every finished step is written
+    (none was due: checkpoint_every is larger than the run), then the process ends as the signal
+    says (shell status 130 / 143)."""
+    hr = make_folder(tmp_path / "hr", n=3, size=32)
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-m", "csd_fast", *tiny_train_args(out, hr, steps=10_000, checkpoint_every=10_000)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "log.csv").exists() or len((out / "log.csv").read_text().splitlines()) < 3:  # 2 steps done
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no 2 steps within 180 s"
+            time.sleep(0.01)
+        assert not (out / "checkpoint.pt").exists()
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (-sig, status), proc.stderr.read().decode()[-2000:]  # killed by it = shell's 128 + n
+    state = load_checkpoint(str(out / "checkpoint.pt"))
+    logged = len((out / "log.csv").read_text().splitlines()) - 1
+    assert state["step"] == logged >= 2 and len(state["history"]) == logged

@@ -70,3 +70,28 @@ def model_hints(args) -> dict:
     """Hints for foreign checkpoints (``csd_fast.convert``) from ``--scale``/``--res-scale``/``--rgb-range``."""
     names = ("scale", "res_scale", "rgb_range")
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+FAST_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def fast_options(args) -> dict | None:
+    """``accelerate`` keyword arguments from ``--fast``, ``--dtype``, ``--no-cuda-graphs`` and the tile
+    flags (the FastStudent tiles itself, in windows of one shape: one CUDA graph for a whole folder);
+    None without ``--fast``, where the other two are refused."""
+    if not args.fast:
+        for flag, used in (("--dtype", args.dtype is not None), ("--no-cuda-graphs", args.no_cuda_graphs)):
+            if used:
+                raise ValueError(f"{flag}: only applies with --fast")
+        return None
+    return dict(dtype=FAST_DTYPES[args.dtype] if args.dtype else None, cuda_graphs=not args.no_cuda_graphs,
+                tile=args.tile, tile_overlap=args.tile_overlap)
+
+
+def accelerated(net: SlimSRModel, options: dict):
+    """``csd_fast.accelerate(net, **options)``, or a clear error where the fast path cannot be imported."""
+    try:
+        from ..fast import accelerate
+    except ImportError as err:
+        raise ValueError(f"--fast: the fast path (csd_fast.fast) is not available here ({err}); run without --fast") from err
+    return accelerate(net, **options)

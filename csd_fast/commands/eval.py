@@ -13,7 +13,7 @@ from ..data import imresize
 from ..inference import upscale_tensor
 from ..metrics import psnr_y, ssim_y
 from ..student_io import load_model
-from .common import eval_sets, model_hints, network_at, resolve_device
+from .common import accelerated, eval_sets, fast_options, model_hints, network_at, resolve_device
 
 PLOT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 FIELDS = ("dataset", "model", "width", "params", "psnr", "ssim", "ms", "images")
@@ -36,22 +36,24 @@ def evaluate(fn, dataset, scale: int, device, tile=None, overlap=16, ensemble=Fa
     return {"psnr": psnr / n, "ssim": ssim / n, "ms": ms / n, "images": n}
 
 
-def _networks(loaded, widths, ensemble: bool):
-    """``[(label, width, fn, params)]`` for each width of the model file (teacher = 1.0)."""
+def _networks(loaded, widths, ensemble: bool, fast: dict | None = None):
+    """``[(label, width, fn, params)]`` for each width of the model file (teacher = 1.0); ``fast``:
+    ``accelerate`` options, so the times are the fast path's."""
     nets = []
     for w in widths:
         net, width = network_at(loaded, w)
         label = ("teacher" if width == 1.0 and loaded.kind != "student" else f"student x{width:g}") + ("+" if ensemble else "")
-        nets.append((label, width, net, sum(p.numel() for p in net.parameters())))
+        nets.append((label, width, accelerated(net, fast) if fast else net, sum(p.numel() for p in net.parameters())))
     return nets
 
 
 def _rows(nets, sets, scale, device, args) -> list[dict]:
     """One row per (network, dataset); bicubic (width 0) never self-ensembles."""
     rows = []
+    tile = None if args.fast else args.tile  # a FastStudent tiles itself
     for label, width, fn, params in nets:
         for name, dataset in sets:
-            scores = evaluate(fn, dataset, scale, device, args.tile, args.tile_overlap, args.self_ensemble and width > 0)
+            scores = evaluate(fn, dataset, scale, device, tile, args.tile_overlap, args.self_ensemble and width > 0)
             rows.append({"dataset": name, "model": label, "width": width, "params": params, **scores})
     return rows
 
@@ -81,6 +83,7 @@ def _write(rows: list[dict], out_dir: Path, stem: str) -> None:
 
 @torch.no_grad()
 def run(args) -> int:
+    fast = fast_options(args)
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device, **model_hints(args))
     if args.plot and loaded.kind == "student":
@@ -93,8 +96,10 @@ def run(args) -> int:
     else:
         widths = sorted({1.0, *(args.width or [loaded.width or 1.0])}, reverse=True)
     bicubic = ("bicubic", 0.0, lambda x: imresize(x, scale=scale), 0)
-    rows = _rows([bicubic, *_networks(loaded, widths, args.self_ensemble)], sets, scale, device, args)
-    print(f"{args.model}: {loaded.model.arch} ({loaded.kind}), PSNR-Y / SSIM-Y, crop {scale}")
+    nets = _networks(loaded, widths, args.self_ensemble, fast)
+    rows = _rows([bicubic, *nets], sets, scale, device, args)
+    how = f"; fast path: {nets[0][2].backend} backend, {nets[0][2].dtype}" if fast else ""
+    print(f"{args.model}: {loaded.model.arch} ({loaded.kind}), PSNR-Y / SSIM-Y, crop {scale}{how}")
     print(format_table(rows, scale))
     _write(rows, out_dir, "eval")
     print(f"wrote {out_dir / 'eval.csv'} and {out_dir / 'eval.json'}")
@@ -103,7 +108,7 @@ def run(args) -> int:
 
         done = [r for r in rows if r["width"] in PLOT_WIDTHS]
         todo = [w for w in PLOT_WIDTHS if w not in {r["width"] for r in done}]
-        plot_rows = done + _rows(_networks(loaded, todo, args.self_ensemble), sets, scale, device, args)
+        plot_rows = done + _rows(_networks(loaded, todo, args.self_ensemble, fast), sets, scale, device, args)
         _write(plot_rows, out_dir, "tradeoff")
         print(f"wrote {plot_tradeoff(plot_rows, out_dir / 'tradeoff.png')}")
     return 0

@@ -20,7 +20,7 @@ from ..data import imresize, list_images, load_image, to_uint8
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError
 from ..inference import upscale_tensor
 from ..student_io import load_model
-from .common import model_hints, network_at, resolve_device
+from .common import accelerated, fast_options, model_hints, network_at, resolve_device
 
 _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -76,21 +76,15 @@ def plan_outputs(inputs, output) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _fast(net):
-    try:
-        from ..fast import accelerate
-    except ImportError as err:
-        raise ValueError(f"--fast: the fast path (csd_fast.fast) is not available here ({err}); run without --fast") from err
-    return accelerate(net)
-
-
 @torch.no_grad()
 def run(args) -> int:
     pairs = plan_outputs(args.inputs, args.output)
+    fast = fast_options(args)
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device, **model_hints(args))
     net, width = network_at(loaded, args.width)
-    fn = _fast(net) if args.fast else net
+    fn = accelerated(net, fast) if fast else net
+    tile = None if fast else args.tile  # the FastStudent tiles itself
     scale = net.scale
     skipped = []
     for src, dst in tqdm(pairs, desc=f"x{scale} width {width:g}", unit="img", disable=args.quiet):
@@ -103,7 +97,7 @@ def run(args) -> int:
             skipped.append(src)
             continue
         alpha, grey = read_alpha_and_mode(src)
-        sr = upscale_tensor(fn, rgb[None].to(device), scale, args.tile, args.tile_overlap)[0].cpu()
+        sr = upscale_tensor(fn, rgb[None].to(device), scale, tile, args.tile_overlap)[0].cpu()
         if alpha is not None:
             alpha = imresize(alpha, scale=scale).clamp(0, 1)
         write_output(sr, alpha, grey, dst)

@@ -11,29 +11,42 @@ multiple of ``scale`` (:func:`mod_crop`: bottom/right rows and columns dropped).
   horizontal flip, vertical flip and transpose (the 8 dihedral transforms), applied to
   both. Randomness comes from torch's generator (DataLoader workers get distinct seeds).
 
-Images are held as uint8. ``cache=True`` keeps every decoded HR (3·H·W bytes) and LR
-(3·H·W/s² bytes) in memory: DIV2K train (800 images of ~2.8 MP) costs ~6.7 GB for HR plus
-~0.4 GB for x4 LR; DataLoader workers share it copy-on-write. ``cache=False`` decodes HR
-(and given LR) files on every item; generated LR is always kept (it is made once).
-Every file is decoded once at construction, so corrupt or truncated files are found up
-front: they are skipped with a warning naming the file, or raise ``ValueError`` when
-``strict=True``.
+Images are held as uint8. ``cache=True`` decodes every file at construction and keeps every
+HR (3·H·W bytes) and LR (3·H·W/s² bytes) in memory: DIV2K train (800 images of ~2.8 MP)
+costs ~6.7 GB for HR plus ~0.4 GB for x4 LR; DataLoader workers share it copy-on-write.
+Corrupt or truncated files are then found up front: they are skipped with a warning naming
+the file, or raise ``ValueError`` when ``strict=True``.
+``cache=False`` decodes lazily: construction reads only the file headers (sizes; a missing or
+non-image file is skipped or raised as above), and every item decodes its HR (and given LR)
+file, so a corrupt file raises ``ImageReadError`` naming it when it is read. An LR that is not
+given is then made per item from the HR region under the patch plus a margin of
+``LR_MARGIN`` LR pixels (wider than the bicubic kernel's support): the same pixels as
+downscaling the whole image, up to float rounding before the 8-bit quantization.
+``cache=DIR`` (a folder) decodes lazily too, but each file only once: its pixels go to
+``DIR/<key>.npy`` (uint8, the key from the file's path, size and modification time, written
+atomically so worker processes can share the folder), and later reads memory-map it and touch
+only the rows of the patch: no PNG decoding after the first epoch, with little memory.
+Images given as tensors are always kept in memory.
 """
+import hashlib
+import os
 import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .imresize import bicubic_downscale, mod_crop
-from .io import ImageReadError, list_images, load_image, to_uint8
+from .io import ImageReadError, image_size, list_images, load_image_uint8, to_uint8
 
 __all__ = ["SRDataset", "PatchDataset", "HRFolder", "PairedFolder", "DIV2K", "BenchmarkSet", "dihedral"]
 
 BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 _ALIASES = {"b100": ("B100", "BSD100", "BSDS100"), "bsd100": ("B100", "BSD100", "BSDS100")}
+LR_MARGIN = 4  # LR pixels: MATLAB bicubic at 1/s reads HR pixels within 2 LR pixels of a centre
 
 
 def _check_int(name: str, value, minimum: int = 1) -> None:
@@ -44,7 +57,7 @@ def _check_int(name: str, value, minimum: int = 1) -> None:
 def _as_uint8(src, what: str) -> torch.Tensor:
     """uint8 ``[3,H,W]`` from a path (decoded) or a tensor (float [0,1] quantized, uint8 kept)."""
     if isinstance(src, (str, Path)):
-        return to_uint8(load_image(src))
+        return load_image_uint8(src)
     if not isinstance(src, torch.Tensor) or src.dim() != 3 or src.shape[0] != 3:
         got = f"shape {tuple(src.shape)}" if isinstance(src, torch.Tensor) else type(src).__name__
         raise ValueError(f"{what} must be a path or a tensor [3,H,W], got {got}")
@@ -59,8 +72,14 @@ class SRDataset(Dataset):
     """
 
     def __init__(self, pairs, scale: int, patch_size: int | None = None, augment: bool = True,
-                 repeat: int = 1, cache: bool = True, strict: bool = False, progress: bool = True):
+                 repeat: int = 1, cache: bool | str | Path = True, strict: bool = False, progress: bool = True):
         _check_int("scale", scale)
+        if not isinstance(cache, (bool, str, Path)):
+            raise TypeError(f"cache: expected True, False or a folder path, got {type(cache).__name__}")
+        self.cache_dir = None if isinstance(cache, bool) else Path(cache)
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            cache = False
         _check_int("repeat", repeat)
         if patch_size is not None:
             _check_int("patch_size", patch_size)
@@ -70,29 +89,30 @@ class SRDataset(Dataset):
         self.augment = augment and patch_size is not None
         self.names, self._hr, self._lr, self._hw = [], [], [], []
         for name, hr_src, lr_src in tqdm(pairs, desc="loading images", disable=not progress, leave=False):
+            lazy_hr, lazy_lr = (not cache and isinstance(src, (str, Path)) for src in (hr_src, lr_src))
             try:
-                hr = _as_uint8(hr_src, f"HR image {name!r}")
-                lr = None if lr_src is None else _as_uint8(lr_src, f"LR image {name!r}")
+                hr = Path(hr_src) if lazy_hr else mod_crop(_as_uint8(hr_src, f"HR image {name!r}"), scale)
+                lr = None if lr_src is None else Path(lr_src) if lazy_lr else _as_uint8(lr_src, f"LR image {name!r}")
+                hw = _mod(image_size(hr), scale) if lazy_hr else tuple(hr.shape[1:])
+                self._check_sizes(name, hw, None if lr is None else _size(lr))
             except ImageReadError as e:
                 if strict:
                     raise
                 warnings.warn(f"skipping {name!r}: {e}", stacklevel=2)
                 continue
-            hr = mod_crop(hr, scale)
-            self._check_sizes(name, hr, lr)
-            if lr is None:
+            if lr is None and not lazy_hr:
                 lr = to_uint8(bicubic_downscale(hr.float() / 255, scale))
             self.names.append(name)
-            self._hr.append(Path(hr_src) if not cache and isinstance(hr_src, (str, Path)) else hr)
-            self._lr.append(Path(lr_src) if not cache and isinstance(lr_src, (str, Path)) else lr)
-            self._hw.append(tuple(hr.shape[1:]))
+            self._hr.append(hr)
+            self._lr.append(lr)  # None: made per item from the (lazily decoded) HR
+            self._hw.append(hw)
         if not self.names:
             raise ValueError("no readable images left in the dataset (see the warnings above)")
 
-    def _check_sizes(self, name, hr, lr):
-        h, w = hr.shape[1:]
-        if lr is not None and tuple(lr.shape[1:]) != (h // self.scale, w // self.scale):
-            raise ValueError(f"LR image of {name!r} is {tuple(lr.shape[1:])}, expected HR {(h, w)} "
+    def _check_sizes(self, name, hw, lr_hw):
+        h, w = hw
+        if lr_hw is not None and tuple(lr_hw) != (h // self.scale, w // self.scale):
+            raise ValueError(f"LR image of {name!r} is {tuple(lr_hw)}, expected HR {(h, w)} "
                              f"(mod-cropped) / scale {self.scale} = {(h // self.scale, w // self.scale)}")
         if self.patch_size is not None and min(h, w) < self.patch_size:
             raise ValueError(f"image {name!r} is {h}x{w} after mod-crop, smaller than patch_size={self.patch_size}")
@@ -100,27 +120,65 @@ class SRDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names) * self.repeat
 
-    @staticmethod
-    def _image(item, h: int, w: int) -> torch.Tensor:
-        """A stored uint8 image, or the file decoded and mod-cropped to ``h x w``."""
-        return to_uint8(load_image(item))[:, :h, :w] if isinstance(item, Path) else item
+    def _image(self, item, h: int, w: int) -> torch.Tensor:
+        """A stored uint8 image, or the file (decoded, or mapped from the cache folder) cropped to ``h x w``."""
+        if not isinstance(item, Path):
+            return item
+        img = load_image_uint8(item) if self.cache_dir is None else _decoded_once(item, self.cache_dir)
+        return img[:, :h, :w]
 
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)}")
         k, s = index % len(self.names), self.scale
         h, w = self._hw[k]
-        hr, lr = self._image(self._hr[k], h, w), self._image(self._lr[k], h // s, w // s)
+        hr = self._image(self._hr[k], h, w)
+        y, x, ph, pw = 0, 0, h // s, w // s  # the LR window: the whole image, or a random patch
         if self.patch_size is not None:
-            lp = self.patch_size // s
-            y = int(torch.randint(lr.shape[1] - lp + 1, ()))
-            x = int(torch.randint(lr.shape[2] - lp + 1, ()))
-            lr = lr[:, y:y + lp, x:x + lp]
-            hr = hr[:, y * s:(y + lp) * s, x * s:(x + lp) * s]
+            ph = pw = self.patch_size // s
+            y = int(torch.randint(h // s - ph + 1, ()))
+            x = int(torch.randint(w // s - pw + 1, ()))
+        if self._lr[k] is None:
+            lr = _downscaled_patch(hr, s, y, x, ph, pw)
+        else:
+            lr = self._image(self._lr[k], h // s, w // s)[:, y:y + ph, x:x + pw]
+        hr = hr[:, y * s:(y + ph) * s, x * s:(x + pw) * s]
         if self.augment:
             hflip, vflip, transpose = (torch.rand(3) < 0.5).tolist()
             lr, hr = (dihedral(t, hflip, vflip, transpose) for t in (lr, hr))
         return lr.float() / 255, hr.float() / 255
+
+
+def _decoded_once(path: Path, folder: Path) -> torch.Tensor:
+    """``load_image_uint8(path)`` through the cache ``folder`` (module docstring): a [3, H, W] view of
+    a copy-on-write memory map, so only the rows used are read."""
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    cached = folder / f"{key}.npy"
+    if not cached.exists():
+        tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, load_image_uint8(path).permute(1, 2, 0).numpy())
+        os.replace(tmp, cached)
+    return torch.from_numpy(np.load(cached, mmap_mode="c")).permute(2, 0, 1)
+
+
+def _mod(hw: tuple[int, int], scale: int) -> tuple[int, int]:
+    return hw[0] - hw[0] % scale, hw[1] - hw[1] % scale
+
+
+def _size(src) -> tuple[int, int]:
+    return image_size(src) if isinstance(src, Path) else tuple(src.shape[1:])
+
+
+def _downscaled_patch(hr: torch.Tensor, s: int, y: int, x: int, ph: int, pw: int) -> torch.Tensor:
+    """LR rows ``y:y+ph``, columns ``x:x+pw`` of ``to_uint8(bicubic_downscale(hr, s))`` (uint8 ``hr``),
+    computed from the HR region under them plus ``LR_MARGIN`` LR pixels (clipped at the borders,
+    where the crop's mirror padding is the image's own)."""
+    h, w = hr.shape[1] // s, hr.shape[2] // s
+    y0, x0 = max(0, y - LR_MARGIN), max(0, x - LR_MARGIN)
+    y1, x1 = min(h, y + ph + LR_MARGIN), min(w, x + pw + LR_MARGIN)
+    lr = to_uint8(bicubic_downscale(hr[:, y0 * s:y1 * s, x0 * s:x1 * s].float() / 255, s))
+    return lr[:, y - y0:y - y0 + ph, x - x0:x - x0 + pw]
 
 
 def dihedral(img: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
@@ -142,7 +200,7 @@ class PatchDataset(SRDataset):
     """
 
     def __init__(self, hr_images, scale: int, patch_size: int, augment: bool = True, repeat: int = 1,
-                 lr_images=None, cache: bool = True, strict: bool = False, progress: bool = False):
+                 lr_images=None, cache: bool | str | Path = True, strict: bool = False, progress: bool = False):
         hr_images = list(hr_images)
         lr_images = [None] * len(hr_images) if lr_images is None else list(lr_images)
         if len(lr_images) != len(hr_images):
@@ -194,7 +252,7 @@ class HRFolder(SRDataset):
     """All images of an HR folder; LR generated. ``patch_size=None``: whole mod-cropped images."""
 
     def __init__(self, path, scale: int, patch_size: int | None = None, augment: bool = True, repeat: int = 1,
-                 cache: bool = True, strict: bool = False, progress: bool = True):
+                 cache: bool | str | Path = True, strict: bool = False, progress: bool = True):
         super().__init__(_folder_pairs(path, None, scale), scale, patch_size, augment, repeat,
                          cache, strict, progress)
 
@@ -206,7 +264,7 @@ class PairedFolder(SRDataset):
     """
 
     def __init__(self, hr_dir, lr_dir, scale: int, patch_size: int | None = None, augment: bool = True,
-                 repeat: int = 1, cache: bool = True, strict: bool = False, progress: bool = True):
+                 repeat: int = 1, cache: bool | str | Path = True, strict: bool = False, progress: bool = True):
         super().__init__(_folder_pairs(hr_dir, lr_dir, scale), scale, patch_size, augment, repeat,
                          cache, strict, progress)
 
@@ -222,7 +280,7 @@ class DIV2K(SRDataset):
     """
 
     def __init__(self, root, split: str = "train", scale: int = 4, patch_size: int | None = None,
-                 augment: bool = True, repeat: int = 1, cache: bool = True, strict: bool = False,
+                 augment: bool = True, repeat: int = 1, cache: bool | str | Path = True, strict: bool = False,
                  progress: bool = True):
         if split not in ("train", "valid"):
             raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
@@ -258,7 +316,7 @@ class BenchmarkSet(SRDataset):
     Missing LR is generated from the mod-cropped HR.
     """
 
-    def __init__(self, root, name: str, scale: int, cache: bool = True, strict: bool = False,
+    def __init__(self, root, name: str, scale: int, cache: bool | str | Path = True, strict: bool = False,
                  progress: bool = False):
         folder = _find_set(Path(root), name)
         for hr_sub, lr_sub in (("HR", f"LR_bicubic/X{scale}"), ("GTmod12", f"LRbicx{scale}")):

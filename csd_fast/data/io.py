@@ -5,7 +5,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "load_image", "save_image", "list_images", "to_uint8"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "ImageReadError", "load_image", "load_image_uint8", "image_size", "save_image", "list_images",
+    "to_uint8",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
@@ -22,15 +25,30 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
     return img.detach().clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def _decode(im: Image.Image) -> np.ndarray:
-    """HxWx3 float32 array on [0, 1] from a loaded Pillow image."""
+def _decode(im: Image.Image, uint8: bool) -> np.ndarray:
+    """HxWx3 array from a loaded Pillow image: float32 on [0, 1], or its ``to_uint8`` when ``uint8``
+    (8-bit files are then read as they are, with no float pass)."""
     if im.mode in _SIXTEEN_BIT_MODES:  # 16-bit greyscale (Pillow opens 16-bit PNGs as I;16 or I)
-        grey = np.asarray(im, dtype=np.float32) / 65535.0
-        return np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2)
+        grey = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0, 1)
+        if uint8:
+            grey = np.round(grey * 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
     if im.mode == "F":
         raise ImageReadError(f"cannot read image file {im.filename}: float mode 'F' has no known range")
     # RGBA/LA/PA: alpha dropped (not composited); L/1/P/CMYK/YCbCr: converted to RGB
-    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    rgb = np.array(im.convert("RGB"))  # a writable copy (Pillow's buffer is read-only)
+    return rgb if uint8 else rgb.astype(np.float32) / 255.0
+
+
+def _read(path, uint8: bool) -> torch.Tensor:
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: truncated data raises here, not later
+            arr = _decode(im, uint8)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"cannot read image file {path}: {e}") from e
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def load_image(path) -> torch.Tensor:
@@ -40,14 +58,25 @@ def load_image(path) -> torch.Tensor:
     Raises :class:`ImageReadError` (a ``ValueError``) naming the file when it is missing,
     unreadable, corrupt or truncated.
     """
+    return _read(path, uint8=False).contiguous()
+
+
+def load_image_uint8(path) -> torch.Tensor:
+    """``to_uint8(load_image(path))`` without the float pass: uint8 RGB ``[3,H,W]`` (a view of
+    H x W x 3 memory). 8-bit files give their stored values."""
+    return _read(path, uint8=True)
+
+
+def image_size(path) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header, without decoding the pixels. Raises
+    :class:`ImageReadError` naming the file when it is missing or not an image."""
     path = Path(path)
     try:
         with Image.open(path) as im:
-            im.load()  # decode now: truncated data raises here, not later
-            arr = _decode(im)
+            w, h = im.size
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"cannot read image file {path}: {e}") from e
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return h, w
 
 
 def save_image(img: torch.Tensor, path) -> Path:

@@ -24,7 +24,8 @@ class ContrastiveLoss(nn.Module):
     """``loss(student, teacher, negatives)`` -> fp32 scalar.
 
     ``encoder`` is any module mapping [B,3,H,W] in [0,1] to a list of feature maps (default: the
-    VGG19 taps, from ``vgg_weights``); ``weights`` has one weight per feature map.
+    VGG19 taps, from ``vgg_weights``, fed as ``vgg_input`` says: "official" 8-bit RGB or
+    "imagenet"-normalized, see ``csd_fast.losses.vgg``); ``weights`` has one weight per feature map.
     ``backend``: "auto" (the native op when built), or "eager" (the reference formula).
     """
 
@@ -36,11 +37,12 @@ class ContrastiveLoss(nn.Module):
         eps: float = 1e-7,
         vgg_weights: str | None = None,
         backend: str = "auto",
+        vgg_input: str = "official",
     ):
         super().__init__()
         if backend not in ("auto", "eager"):
             raise ValueError(f"backend: expected 'auto' or 'eager', got {backend!r}")
-        self.encoder = encoder if encoder is not None else VGG19Taps(vgg_weights)
+        self.encoder = encoder if encoder is not None else VGG19Taps(vgg_weights, vgg_input=vgg_input)
         self.encoder.requires_grad_(False).eval()
         self.weights = tuple(float(w) for w in weights)
         self.reduction, self.eps, self.backend = reduction, eps, backend

@@ -3,8 +3,12 @@
 Layer indices follow torchvision's ``vgg19().features`` so its state dict
 (``vgg19-dcbb9e9d.pth``, keys ``features.N.weight``) loads as is; the trunk stops at relu5_1
 (index 29). The taps are the official CSD slices [0:2], [2:7], [7:12], [12:21], [21:30].
-Inputs in [0, 1] are normalized with the ImageNet mean/std (BasicSR convention; the official
-code feeds un-normalized images).
+
+Input convention (``vgg_input``), for images x in [0, 1]:
+- ``"official"`` (default): ``x * 255``, raw RGB on the 8-bit scale with no normalization, as the
+  official CSD loss feeds its [0, 255] network outputs; lambda_C = 200 was tuned for it.
+- ``"imagenet"``: ``(x - mean) / std`` with the ImageNet mean/std (what torchvision's VGG19 was
+  trained on; BasicSR's perceptual-loss convention).
 
 No network: weights come from a path, or torch's hub cache if the file is already there;
 otherwise a fixed-seed random VGG19 is used with a loud warning.
@@ -24,6 +28,7 @@ TAP_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+VGG_INPUTS = ("official", "imagenet")
 
 
 def _features() -> nn.Sequential:
@@ -58,10 +63,14 @@ def load_vgg_state(path: str) -> dict:
 
 
 class VGG19Taps(nn.Module):
-    """``forward(x) -> [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]`` for x in [0, 1]."""
+    """``forward(x) -> [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]`` for x in [0, 1], fed to the
+    trunk as ``vgg_input`` says (module docstring)."""
 
-    def __init__(self, weights: str | None = None, seed: int = 0):
+    def __init__(self, weights: str | None = None, seed: int = 0, vgg_input: str = "official"):
         super().__init__()
+        if vgg_input not in VGG_INPUTS:
+            raise ValueError(f"vgg_input: expected one of {VGG_INPUTS}, got {vgg_input!r}")
+        self.vgg_input = vgg_input
         self.features = _features()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -94,7 +103,10 @@ class VGG19Taps(nn.Module):
         return super().train(False)  # always frozen, eval mode
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if self.vgg_input == "official":
+            h = x * 255.0
+        else:
+            h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         taps, start = [], 0
         for end in TAP_ENDS:
             for layer in self.features[start:end]:

@@ -1,5 +1,14 @@
-"""The common contract of slim SR models: input checks, ``forward(x, width)`` and ``export``."""
+"""The common contract of slim SR models: input checks, ``forward(x, width)`` and ``export``.
+
+Units (the ``img_range`` idea of EDSR-PyTorch and BasicSR): the API takes and returns [0, 1]
+images, but the network computes on the 8-bit scale,
+``y = tail(upsampler(body(head((x - mean) * 255)))) / 255 + mean``, so its parameters are the
+official codes' parameters: their checkpoints load without rescaling, and an optimizer step
+moves each parameter as the official step does (Adam is not scale-invariant per parameter).
+"""
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +28,12 @@ def check_lr_input(x: Tensor, name: str = "lr") -> None:
         raise TypeError(f"{name}: expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
 
 
+def scale_biases(key: str, t: Tensor, factor: float) -> Tensor:
+    """A parameter of a conv + ReLU network after its internal pixel scale is multiplied by ``factor``
+    (same function): biases x factor, weights unchanged (ReLU and residual adds commute with scaling)."""
+    return t * factor if key.endswith(".bias") else t
+
+
 class SlimSRModel(nn.Module):
     """Base of SlimEDSR / SlimRCAN / SlimCARN.
 
@@ -28,6 +43,7 @@ class SlimSRModel(nn.Module):
     """
 
     arch: str = ""
+    img_range: float = 255.0  # the network's internal pixel scale (module docstring)
 
     def forward(self, x: Tensor, width: float = 1.0) -> Tensor:
         """[B,3,H,W] in [0,1] -> [B,3,sH,sW]; ``width`` selects the channel-split sub-network."""
@@ -43,9 +59,20 @@ class SlimSRModel(nn.Module):
         self.tail = SlimConv2d(n_feats, 3, fixed_out=True)
 
     def _run_frame(self, x: Tensor, width: float, body) -> Tensor:
-        """``add_mean(tail(upsampler(body(head(sub_mean(x))))))`` at ``width``."""
-        h = self.head(self.mean_shift.sub(x), width)
-        return self.mean_shift.add(self.tail(self.upsampler(body(h, width), width), width))
+        """``tail(upsampler(body(head((x - mean) * img_range)))) / img_range + mean`` at ``width``."""
+        h = self.head(self.mean_shift.sub(x) * self.img_range, width)
+        return self.mean_shift.add(self.tail(self.upsampler(body(h, width), width), width) / self.img_range)
+
+    @torch.no_grad()
+    def unit_range_frame(self) -> tuple[SlimConv2d, SlimConv2d]:
+        """Copies of ``head`` and ``tail`` with ``img_range`` folded in, for code that runs the frame on
+        [0, 1] input without the two scalings (the fast path): ``head'(x - mean) = head((x - mean) * R)`` (weight x R)
+        and ``tail'(r) = tail(r) / R`` (weight and bias / R); the body is unchanged."""
+        head, tail = copy.deepcopy(self.head), copy.deepcopy(self.tail)
+        head.weight.mul_(self.img_range)
+        tail.weight.div_(self.img_range)
+        tail.bias.div_(self.img_range)
+        return head.requires_grad_(False), tail.requires_grad_(False)
 
     @property
     def scale(self) -> int:
@@ -76,6 +103,7 @@ class SlimSRModel(nn.Module):
                 dst.bias.copy_(b)
         for name, buf in self.named_buffers():
             compact.get_buffer(name).copy_(buf)
+        compact.export_info = {"width": width}  # an exported student: accelerate/eval refuse other widths
         return compact.train(self.training)
 
     def num_params(self, width: float = 1.0) -> int:

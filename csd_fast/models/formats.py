@@ -3,19 +3,19 @@
 
 A :class:`CheckpointFormat` recognizes its code base from the keys of a canonical state dict
 (``detect``) and reads the hyperparameters off the tensor shapes (``plan`` -> :class:`KeyPlan`):
-the model config, the rules mapping csd_fast keys to the checkpoint's, the pixel range and the
-checkpoint keys consumed without a counterpart. ``rescale`` turns a tensor on the ``rng`` pixel
-range into csd_fast's [0, 1] convention (see ``csd_fast.convert``). ``unsupported``: the format
-is recognized only to be refused with that message.
+the model config, the rules mapping csd_fast keys to the checkpoint's, the pixel range, the
+checkpoint keys consumed without a counterpart, and ``guessed``: the hyperparameters the file
+cannot tell (res_scale, RGB mean, pixel range) that were guessed, which ``csd_fast.convert`` warns
+about. Tensors on another pixel range than csd_fast's 8-bit scale are rescaled by the
+architecture's ``rescale`` (see ``csd_fast.convert``).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
-from torch import Tensor
 
 from .slim import DIV2K_RGB_MEAN
 
@@ -26,20 +26,14 @@ class KeyPlan:
     rules: list
     rgb_range: float
     consumed: list
-
-
-def divide_biases(key: str, t: Tensor, rng: float) -> Tensor:
-    """conv + ReLU networks commute with scaling: every bias between the mean shifts is divided by the range."""
-    return t / rng if key.endswith(".bias") else t
+    guessed: list = field(default_factory=list)  # "name=value (why)" for each guessed hyperparameter
 
 
 @dataclass(frozen=True)
 class CheckpointFormat:
     name: str
     detect: Callable[[set], bool]
-    plan: Optional[Callable[..., KeyPlan]] = None  # plan(sd, scale, res_scale, rgb_range)
-    rescale: Callable[[str, Tensor, float], Tensor] = divide_biases
-    unsupported: Optional[str] = None
+    plan: Callable[..., KeyPlan]  # plan(sd, scale, res_scale, rgb_range)
 
 
 def count(sd, pattern: str) -> int:
@@ -69,6 +63,25 @@ def mean_from_shift(sd, prefix: str, rgb_range: float) -> tuple[float, ...]:
     if w.shape != (3, 3, 1, 1) or not torch.allclose(w.view(3, 3).float(), torch.eye(3)):
         raise ValueError(f"state dict: {prefix}.weight is not the identity (std != 1 is not supported)")
     return tuple(float(v) / rgb_range for v in sd[f"{prefix}.bias"])
+
+
+def range_from_shift(sd, prefix: str, rgb_range: float | None, guessed: list) -> float:
+    """The pixel range: ``rgb_range`` when given, else guessed from the 1x1 mean shift ``prefix``
+    (its bias is range * mean: 255 when it exceeds 2, else 1) and recorded in ``guessed``."""
+    if rgb_range is not None:
+        return float(rgb_range)
+    rng = 255.0 if sd[f"{prefix}.bias"].abs().max() > 2 else 1.0
+    guessed.append(f"rgb_range={rng:g} (from {prefix}.bias = range * mean; pass rgb_range=)")
+    return rng
+
+
+def basicsr_range(rgb_range: float | None, guessed: list) -> float:
+    """BasicSR stores neither ``img_range`` nor the RGB mean: 255 and DIV2K's mean are assumed (recorded)."""
+    guessed.append(f"rgb_mean={DIV2K_RGB_MEAN} (DIV2K's, BasicSR's default)")
+    if rgb_range is not None:
+        return float(rgb_range)
+    guessed.append("img_range=255 (BasicSR's default; pass rgb_range=)")
+    return 255.0
 
 
 def basicsr_frame(sd):

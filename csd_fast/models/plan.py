@@ -14,7 +14,7 @@ class FramePlan:
     def __init__(self, model, ops):
         self.ops = ops
         self.channels = model.head.out_channels
-        self.head, self.tail = ops.pack(model.head), ops.pack(model.tail)
+        self.head, self.tail = (ops.pack(conv) for conv in model.unit_range_frame())  # [0, 1] in and out
         self.up = [(ops.pack(conv, f), f) for conv, f in zip(model.upsampler.convs, model.upsampler.factors)]
         self.up_relu = model.upsampler.act
 

@@ -17,6 +17,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .base import scale_biases
+
 FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -28,7 +30,11 @@ class Architecture:
     ``formats``: the :class:`~csd_fast.models.formats.CheckpointFormat` of each foreign code base
     whose checkpoints load into it; ``plan``: the fast path, a class ``plan(student, backend)``
     with ``run(x, out)`` over the backend protocol of ``csd_fast.backends`` (None: no fast path);
-    ``dtypes``: the compute dtypes of that plan.
+    ``dtypes``: the compute dtypes of that plan; ``tiling``: ``"exact"`` when tiles with an overlap of
+    the receptive field give the one-pass result, ``"approximate"`` when a global operation sees only
+    its tile (RCAN's channel attention). ``rescale(key, tensor, factor)``: a parameter after the
+    network's internal pixel scale is multiplied by ``factor`` (the same function; used to load
+    checkpoints of another pixel range and files of csd_fast's [0, 1]-unit format 1).
     """
 
     name: str
@@ -37,6 +43,8 @@ class Architecture:
     formats: tuple = ()
     plan: Optional[Callable[..., Any]] = None
     dtypes: tuple = ()
+    tiling: str = "exact"
+    rescale: Callable[..., Any] = scale_biases
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -114,6 +122,14 @@ def build_model(name: str, scale: int = 4, preset: str | None = "paper", **overr
         kwargs.update(arch.presets[preset])
     kwargs.update(overrides)
     return arch.model(scale=scale, **kwargs)
+
+
+def rescale_state(arch: str, state: dict, factor: float) -> dict:
+    """``state`` of architecture ``arch`` after its internal pixel scale is multiplied by ``factor``."""
+    if factor == 1.0:
+        return dict(state)
+    rescale = get_arch(arch, "arch").rescale
+    return {key: rescale(key, t, factor) for key, t in state.items()}
 
 
 def model_from_config(arch: str, config: dict):

@@ -3,12 +3,12 @@
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "../contrastive.h"
 #include "contrastive_cuda.h"
@@ -29,23 +29,26 @@ csd_dtype to_csd_dtype(at::ScalarType t) {
 std::tuple<at::Tensor, TapOutputs, TapOutputs> forward_cuda(at::TensorList anchors, at::TensorList positives,
                                                             at::TensorList negatives, c10::ArrayRef<double> weights,
                                                             c10::string_view reduction, double eps) {
-  const std::vector<Geometry> taps = check_taps(anchors, positives, negatives, weights);
+  const std::vector<FlatTap> taps = flat_taps(anchors, positives, negatives, weights);
   const bool sample = per_sample(reduction);
   const c10::cuda::CUDAGuard guard(anchors[0].device());
   auto [loss, nums, dens] = empty_forward_outputs(anchors[0], taps);
-  int64_t workspace_size = 0;
-  for (const Geometry& g : taps) {
-    workspace_size = std::max(workspace_size, csd_contrastive_forward_workspace(g.B, g.K, g.m));
+  const csd_dtype dtype = to_csd_dtype(anchors[0].scalar_type());
+  size_t workspace_bytes = 0;
+  for (const FlatTap& tap : taps) {
+    workspace_bytes = std::max(workspace_bytes, csd_contrastive_forward_workspace(dtype, tap.g.B, tap.g.K, tap.g.m));
   }
-  at::Tensor workspace = at::empty({workspace_size}, loss.options());  // reused by the taps, in stream order
+  // Reused by the taps, in stream order.
+  at::Tensor workspace = at::empty({int64_t(workspace_bytes)}, loss.options().dtype(at::kByte));
   for (size_t j = 0; j < taps.size(); ++j) {
-    const Geometry& g = taps[j];
-    const at::Tensor a = anchors[j].contiguous(), p = positives[j].contiguous(), n = negatives[j].contiguous();
-    C10_CUDA_CHECK(csd_contrastive_forward(to_csd_dtype(a.scalar_type()), a.const_data_ptr(), p.const_data_ptr(),
-                                           n.const_data_ptr(), g.B, g.K, g.m, g.neg_stride_k, g.neg_stride_b, sample,
-                                           eps, weights[j], j > 0, workspace.mutable_data_ptr(),
-                                           loss.mutable_data_ptr(), nums[j].mutable_data_ptr(),
-                                           dens[j].mutable_data_ptr(), at::cuda::getCurrentCUDAStream()));
+    const FlatTap& tap = taps[j];
+    const Geometry& g = tap.g;
+    C10_CUDA_CHECK(csd_contrastive_forward(dtype, tap.anchor.const_data_ptr(), tap.positive.const_data_ptr(),
+                                           tap.negatives.const_data_ptr(), g.B, g.K, g.m, g.neg_stride_k,
+                                           g.neg_stride_b, sample, eps, weights[j], j > 0,
+                                           workspace.mutable_data_ptr(), loss.mutable_data_ptr(),
+                                           nums[j].mutable_data_ptr(), dens[j].mutable_data_ptr(),
+                                           at::cuda::getCurrentCUDAStream()));
   }
   return {loss, nums, dens};
 }
@@ -55,24 +58,27 @@ std::tuple<TapOutputs, TapOutputs> backward_cuda(const at::Tensor& grad_loss, at
                                                  at::TensorList nums, at::TensorList dens,
                                                  c10::ArrayRef<double> weights, c10::string_view reduction,
                                                  double eps, bool positive_grad) {
-  const std::vector<Geometry> taps = check_taps(anchors, positives, negatives, weights);
+  const std::vector<FlatTap> taps = flat_taps(anchors, positives, negatives, weights);
   const bool sample = per_sample(reduction);
   const c10::cuda::CUDAGuard guard(anchors[0].device());
   const auto acc = anchors[0].options().dtype(at::toOpMathType(anchors[0].scalar_type()));
   const at::Tensor grad = grad_loss.to(acc).contiguous();
   TapOutputs grad_anchors, grad_positives;
   for (size_t j = 0; j < taps.size(); ++j) {
-    const Geometry& g = taps[j];
-    const at::Tensor a = anchors[j].contiguous(), p = positives[j].contiguous(), n = negatives[j].contiguous();
+    const FlatTap& tap = taps[j];
+    const Geometry& g = tap.g;
     const at::Tensor nm = nums[j].to(acc).contiguous(), dn = dens[j].to(acc).contiguous();
-    at::Tensor workspace = at::empty({2 * g.B}, acc);
-    grad_anchors.push_back(at::empty_like(a));
-    grad_positives.push_back(positive_grad ? at::empty_like(p) : at::empty({0}, p.options()));
+    auto ga = gradient_buffers(anchors[j], tap.anchor);
+    auto gp = positive_grad ? gradient_buffers(positives[j], tap.positive) : std::pair<at::Tensor, at::Tensor>{};
     C10_CUDA_CHECK(csd_contrastive_backward(
-        to_csd_dtype(a.scalar_type()), grad.const_data_ptr(), a.const_data_ptr(), p.const_data_ptr(),
-        n.const_data_ptr(), nm.const_data_ptr(), dn.const_data_ptr(), g.B, g.K, g.m, g.neg_stride_k, g.neg_stride_b,
-        sample, eps, weights[j], workspace.mutable_data_ptr(), grad_anchors[j].mutable_data_ptr(),
-        positive_grad ? grad_positives[j].mutable_data_ptr() : nullptr, at::cuda::getCurrentCUDAStream()));
+        to_csd_dtype(tap.anchor.scalar_type()), grad.const_data_ptr(), tap.anchor.const_data_ptr(),
+        tap.positive.const_data_ptr(), tap.negatives.const_data_ptr(), nm.const_data_ptr(), dn.const_data_ptr(), g.B,
+        g.K, g.m, g.neg_stride_k, g.neg_stride_b, sample, eps, weights[j], ga.second.mutable_data_ptr(),
+        positive_grad ? gp.second.mutable_data_ptr() : nullptr, at::cuda::getCurrentCUDAStream()));
+    finish_gradient(ga);
+    grad_anchors.push_back(ga.first);
+    if (positive_grad) finish_gradient(gp);
+    grad_positives.push_back(positive_grad ? gp.first : at::empty({0}, positives[j].options()));
   }
   return {grad_anchors, grad_positives};
 }

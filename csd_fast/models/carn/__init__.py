@@ -1,19 +1,17 @@
-"""CARN: the model (``model.py``), its presets, checkpoint formats (``formats.py``) and fast path (``plan.py``)."""
+"""CARN: the model (``model.py``) in two variants, the corrected CARN ("carn") and the official CSD
+code's CARN ("carn-csd"), their presets, checkpoint formats (``formats.py``) and fast path (``plan.py``)."""
 from ..registry import FAST_DTYPES, Architecture, register_arch
-from .formats import FORMATS
-from .model import Cascade, ResidualUnit, SlimCARN
+from .formats import CSD_FORMATS, FORMATS
+from .model import Cascade, ResidualUnit, SlimCARN, SlimCARNCSD
 from .plan import CARNPlan
 
-ARCH = register_arch(Architecture(
-    name="carn",
-    model=SlimCARN,
-    presets={
-        "paper": dict(n_feats=64),
-        "demo": dict(n_feats=32),
-    },
-    formats=FORMATS,
-    plan=CARNPlan,
-    dtypes=FAST_DTYPES,
-))
+PRESETS = {
+    "paper": dict(n_feats=64),
+    "demo": dict(n_feats=32),
+}
+ARCH = register_arch(Architecture(name="carn", model=SlimCARN, presets=PRESETS, formats=FORMATS, plan=CARNPlan,
+                                  dtypes=FAST_DTYPES))
+CSD_ARCH = register_arch(Architecture(name="carn-csd", model=SlimCARNCSD, presets=PRESETS, formats=CSD_FORMATS,
+                                      plan=CARNPlan, dtypes=FAST_DTYPES))
 
-__all__ = ["ARCH", "SlimCARN", "Cascade", "ResidualUnit", "CARNPlan"]
+__all__ = ["ARCH", "CSD_ARCH", "SlimCARN", "SlimCARNCSD", "Cascade", "ResidualUnit", "CARNPlan"]

@@ -1,5 +1,6 @@
 """CARN's fast path: the cascades write into two preallocated concatenation buffers (outer and
-inner), so ``torch.cat`` never copies; each residual unit is one ``ops.res_block(relu_out=True)``."""
+inner), so ``torch.cat`` never copies; each residual unit is one ``ops.res_block`` (``relu_out`` for the
+corrected CARN, not for the official CSD one); both fuse over the concatenation as stored."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class _Cascade:
 class CARNPlan(FramePlan):
     def __init__(self, model, ops):
         super().__init__(model, ops)
+        self.unit_relu = not model.official_csd  # the official CSD CARN has no ReLU after the residual add
         self.cascade = self._pack(model.body)
 
     def _pack(self, node) -> _Cascade:
@@ -48,7 +50,7 @@ class CARNPlan(FramePlan):
                 self._cascade(unit, bufs, depth + 1, dest=slot)
             else:
                 conv1, conv2 = unit
-                ops.res_block(out, conv1, conv2, relu_out=True, out=slot)
+                ops.res_block(out, conv1, conv2, relu_out=self.unit_relu, out=slot)
             target = dest if i == len(node.units) - 1 else (bufs[depth + 1][:, :c] if node.nested else None)
             out = ops.conv(buf[:, :(i + 2) * c], fuse, relu=True, out=target)
         return out

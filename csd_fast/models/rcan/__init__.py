@@ -5,7 +5,7 @@ compute dtype as in the eager model, which for large trained RCANs can exceed fp
 (65504): prefer bf16 for those.
 """
 from ..registry import FAST_DTYPES, Architecture, register_arch
-from .formats import FORMATS
+from .formats import FORMATS, rescale
 from .model import RCAB, ChannelAttention, ResidualGroup, SlimRCAN
 from .plan import RCANPlan
 
@@ -17,8 +17,10 @@ ARCH = register_arch(Architecture(
         "demo": dict(n_feats=32, n_resgroups=2, n_resblocks=2, reduction=8),
     },
     formats=FORMATS,
+    rescale=rescale,
     plan=RCANPlan,
     dtypes=FAST_DTYPES,
+    tiling="approximate",  # the channel attention averages over the whole input
 ))
 
 __all__ = ["ARCH", "SlimRCAN", "RCAB", "ChannelAttention", "ResidualGroup", "RCANPlan"]
