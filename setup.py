@@ -55,6 +55,7 @@ setup(
         "triton": ["triton>=3.6,<3.10"],
         "test": ["pytest>=7"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17"],  # export_onnx; tests check it on ONNX Runtime
+        "bench": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17", "openvino>=2024.0"],  # bench/speed.py on CPU
     },
     entry_points={"console_scripts": ["csd-fast=csd_fast.cli:main"]},
     ext_modules=ext_modules,

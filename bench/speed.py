@@ -21,7 +21,7 @@ exported| on the benchmark input. Results go to ``bench/results/speed_<device>.j
 
 On CPU the table compares runtimes instead (:func:`cpu_main`): ``FastStudent`` on the native
 kernels (``backend="native"``) and on PyTorch ops (``"eager"``), ONNX Runtime fp32 and OpenVINO fp32
-and bf16 on the same student exported with ``torch.onnx.export(..., dynamo=True)``, at 1 and 2
+and bf16 on the same student exported by ``csd_fast.onnx_export`` (dynamo exporter), at 1 and 2
 threads, each variant timed once per round, rounds interleaved in one process after a short idle
 gap (ONNX Runtime's spinning disabled), ms median / best, ratios and GFLOP/s:
 
@@ -287,7 +287,7 @@ CPU_SIZES = {"LR 128x128": (128, 128), "LR 320x180": (180, 320)}
 CPU_VARIANTS = ("native fp32", "eager fp32", "ort fp32", "openvino fp32", "native bf16", "eager bf16", "openvino bf16")
 
 
-def _cpu_runners(student, path, threads, notes):
+def _cpu_runners(student, path, threads, shape, notes):
     """Variant name -> ``fn(x)`` for ``threads`` threads; skipped ones get a note."""
     runners = {}
     for name in CPU_VARIANTS:
@@ -300,7 +300,7 @@ def _cpu_runners(student, path, threads, notes):
             elif kind == "ort":
                 runners[name] = ort_runner(path, threads)
             else:
-                runners[name] = openvino_runner(path, threads, "f32" if dtype == "fp32" else "bf16")
+                runners[name] = openvino_runner(path, threads, "f32" if dtype == "fp32" else "bf16", shape)
         except Unavailable as err:
             notes[name] = f"skipped: {err}"
     return runners
@@ -330,7 +330,7 @@ def cpu_case(label, scale, size, lr_hw, args, folder):
     student = build_model(arch, scale=scale, preset=preset).export(width).eval().requires_grad_(False)
     x = torch.rand(1, 3, *lr_hw)
     try:
-        path = export_onnx(student, x, folder)
+        path = export_onnx(student, folder, f"{label}_x{scale}".replace(" ", "_"))
     except Unavailable as err:
         path = err
     flops = conv_flops(student, tuple(x.shape))
@@ -340,7 +340,7 @@ def cpu_case(label, scale, size, lr_hw, args, folder):
     for threads in args.thread_counts:
         torch.set_num_threads(threads)
         notes = {}
-        runners = _cpu_runners(student, path, threads, notes)
+        runners = _cpu_runners(student, path, threads, tuple(x.shape), notes)
         with torch.inference_mode():
             err = {n: (fn(x).float() - ref).abs().max().item() for n, fn in runners.items()}
             times = interleaved_ms(runners, x, args.rounds, args.warmup, args.gap_ms / 1e3)
