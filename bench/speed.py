@@ -173,6 +173,7 @@ def main(argv=None):
                         "barriers of several threads stall")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--cpu-threads", default="1,2", help="CPU: thread counts, e.g. 1,2")
+    p.add_argument("--cpu-sizes", default=None, help="CPU: a comma-separated subset of CPU_SIZES, e.g. 'LR 128x128'")
     p.add_argument("--cpu-students", default=None, help="CPU: a comma-separated subset of CPU_STUDENTS, e.g. 'demo,rcan w0.25'")
     p.add_argument("--rounds", type=int, default=None, help="CPU: interleaved rounds (default 7; --quick 2)")
     p.add_argument("--gap-ms", type=float, default=30.0, help="CPU: idle gap before each timed call")
@@ -387,6 +388,8 @@ def cpu_main(args, argv):
     if unknown:
         raise SystemExit(f"--cpu-students: expected names from {sorted(CPU_STUDENTS)}, got {unknown}")
     sizes = {"LR 32x32": (32, 32)} if args.quick else CPU_SIZES
+    if args.cpu_sizes:
+        sizes = {k: CPU_SIZES[k] for k in args.cpu_sizes.split(",")}
     scales = args.scales or (2,)
     rows = []
     psnr = None

@@ -132,11 +132,12 @@ void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Te
 }
 
 // Rows per tile of the fused residual block: the private conv1 buffer ((rows + 2) x W x C) within
-// ~384 KiB of L2, at most half a thread's share (two tiles per thread at least, for balance).
+// ~768 KiB of L2, at most half a thread's share (two tiles per thread at least, for balance).
+// Below 24 rows the recomputed halo (2 rows of conv1 per tile) costs more than the tiling saves.
 int64_t tile_rows(int64_t N, int64_t H, int64_t W, int64_t C, int64_t esz) {
-  const int64_t fit = (384 << 10) / std::max<int64_t>(1, W * C * esz) - 2;
+  const int64_t fit = (768 << 10) / std::max<int64_t>(1, W * C * esz) - 2;
   const int64_t share = (N * H + 2 * at::get_num_threads() - 1) / (2 * at::get_num_threads());
-  if (fit < 8) return fit;  // too wide: the caller runs two passes
+  if (fit < 24) return 0;  // too wide: the caller runs two passes
   return std::min<int64_t>({fit, H, std::max<int64_t>(8, share)});
 }
 
@@ -157,7 +158,7 @@ void res_block(const at::Tensor& x, const at::Tensor& w1, const std::optional<at
   TORCH_CHECK_VALUE(out.data_ptr() != x.data_ptr(), "out: must not alias x (other tiles still read it)");
   const int64_t p = k / 2;
   tile = tile ? std::min(tile, H) : tile_rows(N, H, W, C, esz);
-  if (tile < 8 && H > tile) {  // too wide to tile in L2: two passes through a full intermediate
+  if (tile == 0 || (tile < 8 && H > tile)) {  // too wide to tile in L2: two passes through a full intermediate
     at::Tensor t = at::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
     ConvArgs a1 = make_args(x, w1, b1, k, C, t);
     a1.relu = 1;
