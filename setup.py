@@ -4,7 +4,7 @@
 added only when the installed torch has CUDA and nvcc is found. Install with
 ``pip install --no-build-isolation -e .`` so the extension builds against the installed torch
 (pyproject.toml lists the build requirements for an isolated build and says why not to).
-Extras: ``train`` (matplotlib, pyyaml, scikit-image), ``triton``, ``onnx``, ``test``, ``all``.
+Extras: ``train`` (matplotlib, pyyaml, scikit-image), ``triton``, ``onnx``, ``test``, ``all``, ``bench`` (onnx + openvino).
 """
 import glob
 import os
@@ -65,6 +65,7 @@ setup(
         "onnx": ONNX_EXTRAS,  # export_onnx; tests check it on ONNX Runtime
         "test": ["pytest>=7", *TRAIN_EXTRAS],
         "all": [*TRAIN_EXTRAS, *ONNX_EXTRAS, "triton>=3.6,<3.10", "pytest>=7"],
+        "bench": [*ONNX_EXTRAS, "openvino>=2024.0"],  # bench/speed.py on CPU: ONNX Runtime and OpenVINO columns
     },
     entry_points={"console_scripts": ["csd-fast=csd_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -18,6 +18,15 @@ exported| on the benchmark input. Results go to ``bench/results/speed_<device>.j
     python bench/speed.py --threads 1      # the committed CPU results (a busy 2-core machine)
     python bench/speed.py --quick --out /tmp/x   # tiny demo-size models, one scale, one repeat
     python bench/speed.py --students edsr:0.25 --scales 4 --no-compile   # a subset
+
+On CPU the table compares runtimes instead (:func:`cpu_main`): ``FastStudent`` on the native
+kernels (``backend="native"``) and on PyTorch ops (``"eager"``), ONNX Runtime fp32 and OpenVINO fp32
+and bf16 on the same student exported by ``csd_fast.onnx_export`` (dynamo exporter), at 1 and 2
+threads, each variant timed once per round, rounds interleaved in one process after a short idle
+gap (ONNX Runtime's spinning disabled), ms median / best, ratios and GFLOP/s:
+
+    python bench/speed.py                              # CPU: all students, LR 128x128 and 320x180
+    python bench/speed.py --quick --out /tmp/x         # CPU smoke test: demo student, LR 32x32
 """
 from __future__ import annotations
 
@@ -38,6 +47,9 @@ from torch import nn
 from csd_fast.fast import accelerate
 from csd_fast.fileio import atomic_write_text
 from csd_fast.models import build_model, model_from_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_runtimes import Unavailable, export_onnx, onnx_folder, openvino_runner, ort_runner  # noqa: E402
 
 # Dense tensor-core peaks in TFLOP/s (fp16/bf16 with fp32 accumulation; fp32 runs as TF32),
 # matched by substring of the device name, first match wins.
@@ -161,8 +173,18 @@ def main(argv=None):
                    help="CPU threads (default: torch's); 1 is steadier on a busy shared machine, where OpenMP "
                         "barriers of several threads stall")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--cpu-threads", default="1,2", help="CPU: thread counts, e.g. 1,2")
+    p.add_argument("--cpu-sizes", default=None, help="CPU: a comma-separated subset of CPU_SIZES, e.g. 'LR 128x128'")
+    p.add_argument("--cpu-students", default=None, help="CPU: a comma-separated subset of CPU_STUDENTS, e.g. 'demo,rcan w0.25'")
+    p.add_argument("--rounds", type=int, default=None, help="CPU: interleaved rounds (default 7; --quick 2)")
+    p.add_argument("--gap-ms", type=float, default=30.0, help="CPU: idle gap before each timed call")
+    p.add_argument("--psnr-student", type=Path, default=None,
+                   help="CPU: a trained student (.safetensors, csd-fast export) for the bf16-vs-fp32 PSNR-Y check "
+                        "on the bundled held-out photos")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        return cpu_main(args, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
@@ -250,6 +272,229 @@ def _markdown(meta, rows):
             + f" | {r['tflops']:.3f} | {_fmt(pct, '.1f')} | {r['max_err']:.2g} |"
         )
     notes = sorted({f"{k}: {v}" for r in rows for k, v in r["notes"].items()})
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+# ---- CPU: runtimes compared in interleaved rounds ------------------------------------------------
+
+# name -> (arch, preset, width); "demo" is the student of `csd-fast demo`
+CPU_STUDENTS = {
+    "demo": ("edsr", "demo", 0.25), "edsr-baseline w0.25": ("edsr", "baseline", 0.25),
+    "edsr w0.25": ("edsr", "paper", 0.25), "rcan w0.25": ("rcan", "paper", 0.25), "carn w0.25": ("carn", "paper", 0.25),
+    "edsr w0.5": ("edsr", "paper", 0.5), "rcan w0.5": ("rcan", "paper", 0.5), "carn w0.5": ("carn", "paper", 0.5),
+}
+CPU_SIZES = {"LR 128x128": (128, 128), "LR 320x180": (180, 320)}
+CPU_VARIANTS = ("native fp32", "eager fp32", "ort fp32", "openvino fp32", "native bf16", "eager bf16", "openvino bf16")
+
+
+def _cpu_runners(student, path, threads, shape, notes):
+    """Variant name -> ``fn(x)`` for ``threads`` threads; skipped ones get a note."""
+    runners = {}
+    for name in CPU_VARIANTS:
+        kind, dtype = name.split()
+        try:
+            if kind in ("native", "eager"):
+                runners[name] = accelerate(student, dtype=DTYPES[dtype], backend=kind)
+            elif isinstance(path, Unavailable):
+                raise path
+            elif kind == "ort":
+                runners[name] = ort_runner(path, threads)
+            else:
+                runners[name] = openvino_runner(path, threads, "f32" if dtype == "fp32" else "bf16", shape)
+        except Unavailable as err:
+            notes[name] = f"skipped: {err}"
+    return runners
+
+
+def interleaved_ms(runners: dict, x, rounds: int, warmup: int, gap_s: float) -> dict:
+    """``{name: [ms per round]}``: each variant once per round, order rotated every round, an idle gap
+    of ``gap_s`` before each timed call (lets other runtimes' worker threads go quiet)."""
+    names = list(runners)
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn(x)
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(gap_s)
+            t0 = time.perf_counter()
+            runners[name](x)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def cpu_case(label, scale, size, lr_hw, args, folder):
+    """Rows (one per thread count) for one student, scale and LR size."""
+    arch, preset, width = CPU_STUDENTS[label]
+    torch.manual_seed(0)
+    student = build_model(arch, scale=scale, preset=preset).export(width).eval().requires_grad_(False)
+    x = torch.rand(1, 3, *lr_hw)
+    try:
+        path = export_onnx(student, folder, f"{label}_x{scale}".replace(" ", "_"))
+    except Unavailable as err:
+        path = err
+    flops = conv_flops(student, tuple(x.shape))
+    with torch.inference_mode():
+        ref = student(x)
+    rows = []
+    for threads in args.thread_counts:
+        torch.set_num_threads(threads)
+        notes = {}
+        runners = _cpu_runners(student, path, threads, tuple(x.shape), notes)
+        with torch.inference_mode():
+            err = {n: (fn(x).float() - ref).abs().max().item() for n, fn in runners.items()}
+            times = interleaved_ms(runners, x, args.rounds, args.warmup, args.gap_ms / 1e3)
+        ms = {n: statistics.median(t) for n, t in times.items()}
+        best = {n: min(t) for n, t in times.items()}
+        rows.append(dict(
+            student=label, scale=scale, size=size, lr=list(lr_hw), threads=threads, gflop=flops / 1e9, ms=ms, best=best,
+            ratios=_cpu_ratios(ms), gflops={n: flops / (v * 1e-3) / 1e9 for n, v in ms.items()}, max_err=err, notes=notes,
+        ))
+        print(_cpu_row_text(rows[-1]), flush=True)
+    return rows
+
+
+def _cpu_ratios(ms):
+    """Speedups of the native kernels (median over median): fp32 vs the faster of ORT and OpenVINO
+    fp32, vs eager; bf16 vs OpenVINO bf16, vs eager."""
+    out = {}
+    others = [ms[k] for k in ("ort fp32", "openvino fp32") if k in ms]
+    if "native fp32" in ms:
+        if others:
+            out["fp32 vs best other"] = min(others) / ms["native fp32"]
+        if "eager fp32" in ms:
+            out["fp32 vs eager"] = ms["eager fp32"] / ms["native fp32"]
+    if "native bf16" in ms:
+        if "openvino bf16" in ms:
+            out["bf16 vs openvino"] = ms["openvino bf16"] / ms["native bf16"]
+        if "eager bf16" in ms:
+            out["bf16 vs eager"] = ms["eager bf16"] / ms["native bf16"]
+    return out
+
+
+def _cpu_row_text(r):
+    ms = "  ".join(f"{n} {_fmt(r['ms'].get(n))}/{_fmt(r['best'].get(n))}" for n in CPU_VARIANTS if n in r["ms"])
+    ratios = "  ".join(f"{k} x{v:.2f}" for k, v in r["ratios"].items())
+    return f"{r['student']:<20} x{r['scale']} {r['size']:<10} {r['threads']}t | {ms} | {ratios}"
+
+
+def cpu_main(args, argv):
+    args.thread_counts = [args.threads] if args.threads else [int(t) for t in args.cpu_threads.split(",")]
+    args.rounds = args.rounds or (2 if args.quick else 7)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    students = args.cpu_students.split(",") if args.cpu_students else ["demo"] if args.quick else list(CPU_STUDENTS)
+    unknown = [s for s in students if s not in CPU_STUDENTS]
+    if unknown:
+        raise SystemExit(f"--cpu-students: expected names from {sorted(CPU_STUDENTS)}, got {unknown}")
+    sizes = {"LR 32x32": (32, 32)} if args.quick else CPU_SIZES
+    if args.cpu_sizes:
+        sizes = {k: CPU_SIZES[k] for k in args.cpu_sizes.split(",")}
+    scales = args.scales or (2,)
+    rows = []
+    psnr = None
+    if args.psnr_student:
+        torch.set_num_threads(max(args.thread_counts))
+        psnr = bf16_psnr(args.psnr_student, args.quick)
+    with onnx_folder() as tmp:
+        for label in students:
+            for scale in scales:
+                for size, lr_hw in sizes.items():
+                    rows += cpu_case(label, scale, size, lr_hw, args, Path(tmp))
+                    _write_cpu(args, argv, rows, psnr)  # after every case: a cut-short run keeps what it measured
+    print(f"wrote {args.out / 'speed_cpu'}.json and .md")
+    return rows
+
+
+def _write_cpu(args, argv, rows, psnr):
+    meta = dict(
+        psnr=psnr, device=device_name(torch.device("cpu")), cpu=_cpu_model(), torch=torch.__version__, runtimes=_runtime_versions(),
+        rounds=args.rounds, warmup=args.warmup, gap_ms=args.gap_ms, quick=args.quick,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join(["python bench/speed.py", *(sys.argv[1:] if argv is None else argv)]),
+        load_average=[round(v, 2) for v in os.getloadavg()],
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed_cpu.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+    (args.out / "speed_cpu.md").write_text(_cpu_markdown(meta, rows))
+
+
+def bf16_psnr(path: Path, quick: bool) -> dict:
+    """PSNR-Y (crop = scale) of the native backend in fp32 and bf16 on the bundled held-out photos
+    (LR = MATLAB bicubic of the mod-cropped HR; longer side <= 256, 128 with ``--quick``)."""
+    from csd_fast.data import bicubic_downscale, bundled_images
+    from csd_fast.data.imresize import mod_crop
+    from csd_fast.metrics import psnr_y
+    from csd_fast.student_io import load_student
+
+    student = load_student(path)
+    s = student.scale
+    fast = {d: accelerate(student, dtype=DTYPES[d], backend="native") for d in ("fp32", "bf16")}
+    per_image = {}
+    for name, hr in bundled_images("test", max_side=128 if quick else 256):
+        hr = mod_crop(hr, s)[None]
+        lr = bicubic_downscale(hr, s).clamp(0, 1)
+        per_image[name] = {d: psnr_y(f(lr).clamp(0, 1), hr, s) for d, f in fast.items()}
+    mean = {d: statistics.mean(v[d] for v in per_image.values()) for d in fast}
+    delta = max(abs(v["bf16"] - v["fp32"]) for v in per_image.values())
+    print(f"PSNR-Y {path.name}: fp32 {mean['fp32']:.3f} dB, bf16 {mean['bf16']:.3f} dB, max |delta| {delta:.4f} dB", flush=True)
+    return dict(student=str(path.name), arch=student.arch, scale=s, per_image=per_image, mean=mean, max_abs_delta_db=delta)
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _runtime_versions():
+    out = {}
+    for mod in ("onnxruntime", "openvino"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            out[mod] = None
+    from csd_fast import native
+
+    out["native isa"] = {"fp32": native.best_isa(torch.float32), "bf16": native.best_isa(torch.bfloat16)}
+    return out
+
+
+def _cpu_markdown(meta, rows):
+    cols = [n for n in CPU_VARIANTS if any(n in r["ms"] for r in rows)]
+    lines = [
+        f"# Fast student speed on CPU: {meta['cpu']}",
+        "",
+        f"{meta['date']}, torch {meta['torch']}, {meta['runtimes']}; {meta['rounds']} interleaved rounds after "
+        f"{meta['warmup']} warm-up calls, {meta['gap_ms']} ms idle before each call; load average {meta['load_average']}. "
+        f"`{meta['command']}`",
+        "",
+        "ms per image, median / best of the rounds. Ratios: median of the other over median of native "
+        "(fp32: the faster of ONNX Runtime and OpenVINO fp32). GFLOP/s: native, from the median.",
+        "",
+        "| student | scale | size | threads | GFLOP | " + " | ".join(cols)
+        + " | fp32 vs ORT/OV | fp32 vs eager | bf16 vs OV | bf16 vs eager | GFLOP/s fp32 | GFLOP/s bf16 |",
+        "|" + "---|" * (5 + len(cols) + 6),
+    ]
+    for r in rows:
+        cells = [f"{_fmt(r['ms'].get(n), '.1f')} / {_fmt(r['best'].get(n), '.1f')}" if n in r["ms"] else "-" for n in cols]
+        ratios = [_fmt(r["ratios"].get(k)) for k in ("fp32 vs best other", "fp32 vs eager", "bf16 vs openvino", "bf16 vs eager")]
+        gf = [_fmt(r["gflops"].get(k), ".0f") for k in ("native fp32", "native bf16")]
+        lines.append(f"| {r['student']} | x{r['scale']} | {r['size']} | {r['threads']} | {r['gflop']:.2f} | "
+                     + " | ".join(cells + ratios + gf) + " |")
+    notes = sorted({f"{k}: {v}" for r in rows for k, v in r["notes"].items()})
+    errs = {n: max(r["max_err"].get(n, 0.0) for r in rows) for n in cols}
+    if meta["psnr"]:
+        p = meta["psnr"]
+        lines += ["", f"bf16 quality ({p['arch']} x{p['scale']} student `{p['student']}`, bundled held-out photos, native "
+                      f"backend): PSNR-Y fp32 {p['mean']['fp32']:.3f} dB, bf16 {p['mean']['bf16']:.3f} dB, largest "
+                      f"per-image |difference| {p['max_abs_delta_db']:.4f} dB."]
+    lines += ["", "Max |output - eager fp32 student| over all rows: " + ", ".join(f"{n} {v:.2g}" for n, v in errs.items())]
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -10,15 +10,17 @@ backend choice, the calling convention, CUDA graphs and tiling.
   weights packed once. The head reads the NCHW input and subtracts the mean on load; the tail
   adds the mean and writes the NCHW output; residuals, ReLUs and pixel shuffles are epilogues;
   CARN's concatenations are slices of preallocated buffers (never copied by ``torch.cat``).
+- ``"native"``: the same plan on the C++ CPU kernels of ``csd_fast.native`` (fp32, bf16).
 - ``"eager"``: the same plan on PyTorch ops (channels_last, contiguous weights in the
-  compute dtype, ``inference_mode``): the CPU path.
+  compute dtype, ``inference_mode``).
 
 On CUDA (``cuda_graphs=True``) the shapes run more than once (and the tile shape at once) are
 captured in CUDA graphs and replayed, at most ``graph_cache_size`` of them, least recently used
 dropped first (``csd_fast.cuda_graphs``); under ``torch.compile`` the plain ops are traced instead.
 A FastStudent is a drop-in ``nn.Module`` (parameters, ``state_dict``, ``.to()``; see the class).
 
-``backend="auto"`` picks Triton on CUDA and eager elsewhere; ``backend="triton"`` on CPU tensors
+``backend="auto"`` picks Triton on CUDA, native on CPU for fp32 and bf16 (eager for fp16 or
+without the compiled ops); ``backend="triton"`` on CPU tensors
 needs ``TRITON_INTERPRET=1`` (set before ``csd_fast.kernels`` is first imported).
 
 Dtypes (``SUPPORTED_DTYPES``, from each architecture's registry entry): fp32, fp16 and bf16 for
@@ -44,6 +46,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from . import native  # noqa: F401  (adds the "native" CPU backend to BACKEND_CLASSES)
 from .backends import BACKEND_CLASSES
 from .cuda_graphs import GraphCache
 from .models.base import SlimSRModel, check_lr_input
@@ -85,7 +88,7 @@ class FastStudent(nn.Module):
         """(Re)build the backend and the architecture's plan from the kept student weights."""
         with self._graphs.lock:
             self.device, self.dtype = device, dtype
-            self.ops = BACKEND_CLASSES[_pick_backend(self._requested_backend, device)](dtype, self._student.mean_shift.mean)
+            self.ops = BACKEND_CLASSES[_pick_backend(self._requested_backend, device, dtype)](dtype, self._student.mean_shift.mean)
             self.backend = self.ops.name
             self.plan = get_arch(self.arch).plan(self._student, self.ops)
             for name in [n for n in self._buffers if n.startswith("packed_")]:
@@ -182,7 +185,7 @@ def _windows(size: int, tile: int, overlap: int):
         yield start, min(start + tile, size), min(max(start - overlap, 0), size - win)
 
 
-def _pick_backend(backend: str, device: torch.device) -> str:
+def _pick_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     if backend != "auto" and backend not in BACKEND_CLASSES:  # read live: backends may be added
         raise ValueError(f"backend: expected one of {('auto', *BACKEND_CLASSES)}, got {backend!r}")
     if backend == "auto":
@@ -190,7 +193,11 @@ def _pick_backend(backend: str, device: torch.device) -> str:
             warnings.warn("accelerate: triton is not installed, so the CUDA model runs the eager backend (cuDNN); "
                           "pip install 'triton>=3.6,<3.10' for the fused kernels", RuntimeWarning, stacklevel=3)
             return "eager"
-        return "triton" if device.type == "cuda" else "eager"
+        if device.type == "cuda":
+            return "triton"
+        return "native" if native.available() and dtype in native.DTYPES else "eager"
+    if backend == "native" and device.type != "cpu":
+        raise ValueError(f"backend='native': expected a CPU model, got device {device}")
     if backend == "triton":
         if not _has_triton():
             raise RuntimeError("backend='triton': triton is not installed (pip install 'triton>=3.6,<3.10'), use backend='eager'")
