@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 
 import torch
 import triton
+
+from csd_fast.fileio import atomic_write_text
 
 _FILE = "autotune.json"
 
@@ -81,14 +82,7 @@ class TuneCache:
             merged[key] = entry
             self._entries = merged
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".autotune-", suffix=".json", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(merged, f, indent=1, sort_keys=True)
-                os.replace(tmp, self.path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            atomic_write_text(self.path, json.dumps(merged, indent=1, sort_keys=True))
 
 
 TUNE_CACHE = TuneCache()
