@@ -195,7 +195,13 @@ def _pick_backend(backend: str, device: torch.device, dtype: torch.dtype = torch
             return "eager"
         if device.type == "cuda":
             return "triton"
-        return "native" if native.available() and dtype in native.DTYPES else "eager"
+        if dtype not in native.DTYPES:
+            return "eager"
+        if not native.available():
+            warnings.warn("accelerate: the native CPU kernels are not built into csd_fast._C, so the model runs the "
+                          "eager backend; rebuild with pip install --no-build-isolation -e .", RuntimeWarning, stacklevel=3)
+            return "eager"
+        return "native"
     if backend == "native" and device.type != "cpu":
         raise ValueError(f"backend='native': expected a CPU model, got device {device}")
     if backend == "triton":

@@ -352,3 +352,13 @@ def test_gpu_tiling_replays_one_graph_and_matches_one_pass():
     # fp16 tolerance: windows and the whole image may autotune to different K tiles (sum order)
     assert_close(tiled(x), one, 1e-2, 1e-2, what="tiled")
     assert len(tiled._graphs) == 1  # every window has the same shape
+
+
+def test_auto_says_when_the_native_kernels_are_missing(monkeypatch):
+    """Without the compiled CPU kernels "auto" still runs (eager), but says why it is slower."""
+    from csd_fast import fast, native
+
+    monkeypatch.setattr(native, "available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="native CPU kernels are not built"):
+        assert fast._pick_backend("auto", torch.device("cpu"), torch.float32) == "eager"
+    assert fast._pick_backend("auto", torch.device("cpu"), torch.float16) == "eager"
