@@ -23,10 +23,25 @@ def test_quality_bench_quick(tmp_path):
     for r in report["results"].values():
         assert len(r["psnr_y"]["values"]) == 2 and r["psnr_y"]["std"] >= 0
         assert 0 < r["ssim_y"]["mean"] <= 1
-    saved = json.loads((tmp_path / "quality_cpu.json").read_text())
+    saved = json.loads((tmp_path / "quality_quick_cpu.json").read_text())
     assert saved["steps"] == 2 and saved["seeds"] == [0, 1] and saved["torch"] and saved["date"]
-    md = (tmp_path / "quality_cpu.md").read_text()
+    md = (tmp_path / "quality_quick_cpu.md").read_text()
     assert "| CSD others |" in md and "CSD - J-T" in md
+    # No VGG19 weights here: both contrastive weights follow the demo's random-VGG rule (10x below
+    # the paper's: CSD 200 -> 20, DCKD 0.1 -> 0.01), and the report says this is not the paper setting.
+    assert not saved["vgg_pretrained"] and saved["lambda_c"] == 20.0 and saved["lambda_dcl"] == pytest.approx(0.01)
+    assert "RANDOM VGG19" in md and "not the paper's setting" in md
+
+
+@pytest.mark.slow
+def test_quality_bench_medium_preset_overrides(tmp_path):
+    """--preset medium runs with its own threads, N and DCKD weight; overrides still apply."""
+    quality = load("quality")
+    report = quality.main(["--preset", "medium", "--steps", "1", "--seeds", "0", "--patch", "16", "--max-side", "48",
+                           "--variants", "DCKD dynamic", "--threads", "1", "--out", str(tmp_path)])
+    assert report["preset"] == "medium" and report["threads"] == 1 and report["steps"] == 1
+    assert report["dynamic_neg_num"] == 2 and report["lambda_dcl"] == pytest.approx(0.001)
+    assert (tmp_path / "quality_medium_cpu.md").exists()
 
 
 @pytest.mark.slow
