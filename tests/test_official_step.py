@@ -5,10 +5,10 @@ The statement follows the official code (``trainer/slim_contrast_trainer.py``, `
 runs on [0, 255] images with its parameters as they are; a slim conv (``common.SlimModule``) takes
 ``weight[:int(out*r), :int(in*r)]`` of its full weight, the head keeps the 3 input colours, the tail
 the 3 output colours, the upsampler ``weight[:4*int(r*C), :int(r*C)]`` (x3: ``9*int(r*C)``); the
-L1 terms are on the 8-bit scale; the VGG19 gets the raw 8-bit outputs; negatives are K LR images of
-the batch in ``randperm`` order, bicubic-upsampled, the same for every anchor; CL_j = d(T, S) /
-(mean(sum_k |N_k - S|) + 1e-7); Adam(lr 1e-4, betas 0.9/0.999, eps 1e-8). Loss, gradients and the
-parameters after the step must match to round-off, for EDSR, RCAN (channel attention) and the
+L1 terms are on the 8-bit scale; the VGG19 gets the raw 8-bit outputs; negatives are
+``lr[torch.randperm(neg_num)]`` (the batch's first K LR images, in random order), bicubic-upsampled,
+the same for every anchor; CL_j = d(T, S) / (mean(sum_k |N_k - S|) + 1e-7); Adam(lr 1e-4, betas
+0.9/0.999, eps 1e-8). Loss, gradients and the parameters after the step must match to round-off, for EDSR, RCAN (channel attention) and the
 official CSD CARN (``carn-csd``: its 1x1 fusions sliced as one prefix of the concatenation).
 The widths are picked where ``int()`` and ``round()`` give different channel counts.
 """
@@ -163,13 +163,13 @@ def check_one_official_step(model, official_forward, width: float, lr_side: int,
     trainer = CSDTrainer(model, width=width, neg_num=K, contrastive=contrastive, progress=False)
     official = {official_name(k): v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
     torch.manual_seed(1)
-    lr = torch.rand(4, 3, lr_side, lr_side, dtype=torch.float64)
-    hr = torch.rand(4, 3, scale * lr_side, scale * lr_side, dtype=torch.float64)
+    lr = torch.rand(6, 3, lr_side, lr_side, dtype=torch.float64)  # K = 3 of 6: the first 3 are not a random 3
+    hr = torch.rand(6, 3, scale * lr_side, scale * lr_side, dtype=torch.float64)
 
     # the official step
     lr255, hr255 = lr * 255, hr * 255
     teacher, student = official_forward(official, lr255, 1.0), official_forward(official, lr255, width)
-    perm = torch.randperm(lr.shape[0], generator=trainer.step_generator(1))[:K]  # K of the batch, shared
+    perm = torch.randperm(K, generator=trainer.step_generator(1))  # lr[torch.randperm(neg_num)]: the first K, shared
     neg = F.interpolate(lr255[perm], scale_factor=scale, mode="bicubic", align_corners=False)
     cl = official_contrast(contrastive.encoder.features, teacher, student, neg)
     loss = F.l1_loss(hr255, student) + 200.0 * cl + 1.0 * F.l1_loss(hr255, teacher)
