@@ -62,7 +62,7 @@ def official_step(trainer: CSDTrainer, lr, hr):
     teacher, student = model(lr, 1.0), model(lr, trainer.width)
     loss = F.l1_loss(student, hr) * pr + trainer.lambda_t * F.l1_loss(teacher, hr) * pr
     gen = trainer.step_generator(trainer.step_count + 1)  # this step's draw, as train_step
-    perm = torch.randperm(lr.shape[0], generator=gen)[: trainer.neg_num].to(lr.device)  # as make_negatives("official")
+    perm = torch.randperm(trainer.neg_num, generator=gen).to(lr.device)  # the official lr[randperm(neg_num)]
     neg = bicubic_upsample(lr[perm], model.scale)
     vgg = trainer.contrastive.encoder  # vgg(teacher) keeps its graph: the official code detaches only its features
     loss = loss + trainer.lambda_c * official_l1_forward(vgg(student), vgg(teacher), vgg(neg), TAP_WEIGHTS)

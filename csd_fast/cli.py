@@ -81,15 +81,18 @@ _FLAG_NAMES = {"model_args": "--model-arg"}  # flags not spelled as their field
 
 def _add_train(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a teacher and its channel-splitting student jointly with CSD", formatter_class=_FMT,
+        "train", help="train a teacher and its channel-splitting student jointly with CSD (or distil a frozen "
+        "teacher with DCKD)", formatter_class=_FMT,
         description="Train a teacher (EDSR/RCAN/CARN) and the student made of its first width*C channels jointly\n"
         "with contrastive self-distillation. Options come from --config FILE (YAML or JSON, keys = the\n"
         "option names with underscores, e.g. 'lambda_c: 200') and from flags, which override the file.\n"
         "Writes OUT/config.json, checkpoint.pt (resume with --resume), log.csv, training.png, student.safetensors;\n"
         "OUT must be empty unless --resume or --overwrite is given, and is locked while the run is alive.\n"
-        "Multi-GPU/CPU: torchrun --nproc_per_node N -m csd_fast train ... (DDP; --batch is the global batch).",
+        "Multi-GPU/CPU: torchrun --nproc_per_node N -m csd_fast train ... (DDP; --batch is the global batch).\n"
+        "--method dckd distils a frozen --teacher FILE into a separate student (DCKD, as csd_fast.KDTrainer).",
         epilog="examples:\n"
         "  csd-fast train --bundled --arch edsr --preset demo --scale 2 --steps 2000 --patch 64 --out runs/demo_edsr\n"
+        "  csd-fast train --method dckd --teacher edsr_x2.pt --arch carn --model-arg n_feats=32 --bundled --out runs/dckd\n"
         "  csd-fast train --config configs/edsr_x4.yaml --div2k data/DIV2K --val Set5 --data-root data/benchmark",
     )
     p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or JSON file of options")

@@ -119,6 +119,7 @@ class KDTrainer(CSDTrainer):
     log_fields = (
         "step", "lr", "loss", "l1_student", "l1_kd", "l1_aug", "contrastive", "dmm", "psnr_teacher", "psnr_student",
     )
+    method = "dckd"
 
     def __init__(
         self,
@@ -167,7 +168,8 @@ class KDTrainer(CSDTrainer):
             kwargs["contrastive"] = ContrastiveLoss(encoder=encoder.eval(), weights=encoder_weights, reduction=reduction)
         super().__init__(
             student, width=width, negatives=negatives, lambda_t=0.0, lambda_c=lambda_c,
-            reduction=reduction, pixel_range=pixel_range, betas=betas, lr_gamma=lr_gamma, **kwargs,
+            reduction=reduction, pixel_range=pixel_range, betas=betas, lr_gamma=lr_gamma, method=self.method,
+            lambda_kd=self.lambda_kd, lambda_aug=self.lambda_aug, aug_prob=self.aug_prob, **kwargs,
         )
         self.dmm, self.dmm_encoder = self.objective.dmm, self.objective.dmm_encoder
 

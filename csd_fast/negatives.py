@@ -6,8 +6,10 @@ whole batch. Features are computed once per distinct image and gathered per anch
 an index asks for it.
 
 Kinds (``make_negatives(kind, lr, k, scale)``):
-- ``"official"``: K LR images of the batch in random order, bicubic-upsampled, the same K for
-  every anchor (the official code; an anchor's own image can be among them).
+- ``"official"``: the batch's first K LR images in random order (the official code's
+  ``lr[torch.randperm(neg_num)]``), bicubic-upsampled, the same K for every anchor (the first K
+  anchors meet their own image among them; batches come in random order, so over a run they are
+  K random images of the batch).
 - ``"others"``: per anchor, K other images of the batch (never its own), bicubic-upsampled.
 - ``"self-blur"``: each anchor's own bicubic upsample (K = 1).
 """
@@ -53,7 +55,7 @@ def make_negatives(kind: str, lr: Tensor, k: int, scale: int, generator: torch.G
     b = lr.shape[0]
     if kind == "official":
         _check_k(kind, k, b)
-        perm = torch.randperm(b, generator=generator)[:k].to(lr.device)
+        perm = torch.randperm(k, generator=generator).to(lr.device)
         return Negatives(bicubic_upsample(lr[perm], scale))
     if kind == "others":
         _check_k(kind, k, b - 1)

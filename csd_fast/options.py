@@ -23,6 +23,8 @@ from .models import model_names
 NEGATIVE_KINDS = ("official", "others", "self-blur", "dynamic")
 REDUCTIONS = ("batch", "sample")
 VGG_INPUTS = ("official", "imagenet")
+METHODS = ("csd", "dckd")
+DCKD_ONLY = ("lambda_kd", "lambda_aug", "aug_prob")  # options of method "dckd" (csd_fast.KDTrainer) alone
 
 
 def _opt(default, kind, help, *, low=None, high=None, low_open=False, high_open=False, choices=None, none=False, checked=False,
@@ -114,6 +116,19 @@ class TrainOptions:
     quiet: bool = _opt(False, bool, "no progress bars")
     dynamic_options: dict = _opt(None, dict, "DynamicNegatives options (negatives='dynamic')", none=True,
                                  checked=True, cli=False)
+    # method: CSD (one shared model) or DCKD (a frozen teacher and a separate student, csd_fast.KDTrainer)
+    method: str = _opt("csd", str, "csd: train a teacher and its channel-split student jointly; dckd: distil the "
+                       "frozen --teacher into a separate student built from --arch/--preset/--model-arg (DCKD, "
+                       "csd_fast.KDTrainer, whose defaults the options not given take: --negatives dynamic, --width 1.0, "
+                       "--betas 0.9 0.99, --lr-gamma 1)", choices=METHODS, checked=True, group="method")
+    lambda_kd: float = _opt(None, float, "dckd: weight of L1(student, teacher) (default 1.0)", low=0.0, none=True,
+                            checked=True, group="method")
+    lambda_aug: float = _opt(None, float, "dckd: weight of the teacher-augmentation term L1(S, A^-1(T(A(LR)))) "
+                             "(default 1.0, every official config; 0 turns it off)", low=0.0, none=True, checked=True,
+                             group="method")
+    aug_prob: float = _opt(None, float, "dckd: probability of each augmentation in A (colour inversion, row flip, "
+                           "column flip, transpose), per image (default 0.5)", low=0.0, high=1.0, none=True,
+                           checked=True, group="method")
 
     def check(self, source: str | None = None) -> "TrainOptions":
         """Validate (and normalize: numeric strings to floats, ints to floats) every field; returns self.
@@ -130,6 +145,10 @@ class TrainOptions:
             bad = sorted(set(self.allow_changed) - set(checked_names()))
             if bad:
                 raise ValueError(f"allow_changed{where}: expected names among {checked_names()}, got {bad}")
+        given = [name for name in DCKD_ONLY if getattr(self, name) is not None]
+        if self.method != "dckd" and given:
+            raise ValueError(f"{given[0]}{where}: only applies with method 'dckd', got {getattr(self, given[0])!r} "
+                             f"with method {self.method!r}")
         return self
 
     @classmethod

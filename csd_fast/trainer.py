@@ -88,12 +88,16 @@ class CSDTrainer:
     """
 
     log_fields = ("step", "lr", "loss", "l1_student", "l1_teacher", "contrastive", "psnr_teacher", "psnr_student")
+    method = "csd"  # the TrainOptions.method this class trains
 
     def __init__(self, model: SlimSRModel, options: TrainOptions | None = None, *,
                  contrastive: ContrastiveLoss | None = None, device: str | torch.device | None = None, **kwargs):
         if not isinstance(model, SlimSRModel):
             raise TypeError(f"model: expected a csd_fast slim model (SlimEDSR/SlimRCAN/SlimCARN), got {type(model).__name__}")
         opts = make_options(options, kwargs)
+        if opts.method != self.method:
+            raise ValueError(f"method: {type(self).__name__} trains {self.method!r}, got {opts.method!r} "
+                             "(csd: csd_fast.CSDTrainer, dckd: csd_fast.KDTrainer)")
         self.width = check_width(opts.width)
         model.num_params(self.width)  # refuses widths that leave 0 channels
         dynamic = opts.negatives == "dynamic"

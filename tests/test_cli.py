@@ -313,3 +313,64 @@ def test_export_onnx(trained, tmp_path, capsys):
     session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(session.run(None, {"lr": x.numpy()})[0]), student(x), atol=1e-5, rtol=1e-5)
+
+
+def test_train_dckd_is_kdtrainer_from_the_teacher_file(trained, folders, tmp_path):
+    """--method dckd: the frozen --teacher distilled into a new student with KDTrainer's defaults, step for step."""
+    from csd_fast.data import HRFolder
+    from csd_fast.kd import KDTrainer
+    from csd_fast.models import build_model
+
+    teacher_file = trained / "checkpoint.pt"
+    out = tmp_path / "kd"
+    args = tiny_train_args(out, folders["hr"], steps=2, method="dckd", teacher=teacher_file,
+                           model_arg="n_feats=4")  # the student: 4 features, the teacher 8
+    assert main(args) == 0
+    options = json.loads((out / "config.json").read_text())["options"]
+    expected = dict(method="dckd", negatives="dynamic", betas=[0.9, 0.99], lr_gamma=1.0, lambda_t=0.0, lambda_kd=1.0,
+                    lambda_aug=1.0, aug_prob=0.5, width=0.5, neg_num=2, lambda_c=1.0)  # the last three given as flags
+    assert {k: options[k] for k in expected} == expected
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [r["step"] for r in rows] == ["1", "2"] and all(float(r["l1_kd"]) > 0 and float(r["l1_aug"]) > 0 for r in rows)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["options"]["method"] == "dckd" and state["dynamic"] is not None
+
+    # the same run through the Python API
+    teacher = load_model(teacher_file).model
+    torch.manual_seed(0)
+    student = build_model("edsr", 2, preset="demo", n_feats=4, n_resblocks=1)
+    trainer = KDTrainer(teacher, student, width=0.5, neg_num=2, lambda_c=1.0, lr=1e-3, batch=4, patch=16, progress=False)
+    trainer.fit(HRFolder(folders["hr"], 2, 16, progress=False), steps=2)
+    for key, value in student.state_dict().items():
+        torch.testing.assert_close(state["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "dckd"], "--teacher: --method dckd distils a frozen teacher; expected its model file, got none"),
+    (["--method", "dckd", "--teacher", "T", "--lambda-t", "2"], "--lambda-t: not used by --method dckd"),
+    (["--lambda-kd", "2"], "lambda_kd in the command line: only applies with method 'dckd', got 2.0 with method 'csd'"),
+    (["--method", "dckd", "--teacher", "T", "--aug-prob", "1.5"],
+     "aug_prob in the command line: expected float >= 0.0 and <= 1.0 or null, got 1.5"),
+])
+def test_dckd_flag_errors_are_one_line(extra, message, capsys, monkeypatch):
+    import csd_fast.commands.train as train_cmd
+
+    monkeypatch.setattr(train_cmd, "_train", lambda *a: pytest.fail("built something from bad flags"))
+    assert main(["train", "--bundled", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_python_trainers_refuse_the_other_method():
+    from csd_fast.kd import KDTrainer
+    from csd_fast.models import build_model
+    from csd_fast.trainer import CSDTrainer
+
+    model = build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1)
+    with pytest.raises(ValueError, match="method: CSDTrainer trains 'csd', got 'dckd'"):
+        CSDTrainer(model, method="dckd")
+    with pytest.raises(ValueError, match="lambda_aug: only applies with method 'dckd'"):
+        CSDTrainer(model, lambda_aug=0.0)
+    kd = KDTrainer(build_model("edsr", 2, preset=None, n_feats=8, n_resblocks=1), model, lambda_aug=0.0, neg_num=2,
+                   progress=False)
+    assert (kd.options.method, kd.options.lambda_aug, kd.options.lambda_kd) == ("dckd", 0.0, 1.0)

@@ -13,9 +13,15 @@ fails at once) and must be empty unless ``resume`` (continue its checkpoint) or 
 (delete the previous run's files, listed in ``RUN_FILES``, then start afresh) is given.
 ``bundled`` without an explicit ``preset``/``steps`` trains the small demo size
 (``BUNDLED_DEFAULTS``), not the paper's 43M-parameter EDSR for 300k steps.
+
+``method: dckd`` trains as ``csd_fast.KDTrainer``: ``teacher`` (any model file) is the frozen
+teacher, the student is built from ``arch``/``preset``/``model_args`` at the teacher's scale, and
+the options not given take ``KDTrainer``'s defaults (read off its signature: dynamic negatives,
+width 1.0, Adam betas 0.9/0.99, a constant rate, the DCKD weights).
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -75,12 +81,34 @@ def resolve_options(args) -> TrainOptions:
     if opts.bundled:
         opts = TrainOptions.from_mapping({k: v for k, v in BUNDLED_DEFAULTS.items() if k not in explicit},
                                          source="--bundled", base=opts)
+    if opts.method == "dckd":
+        opts = _dckd_options(opts, explicit)
     if opts.resume and opts.overwrite:
         raise ValueError("--resume and --overwrite: give one (continue the run in --out, or replace it)")
     sources = [k for k in ("train_hr", "div2k", "bundled") if getattr(opts, k)]
     if len(sources) != 1:
         raise ValueError(f"training data: give exactly one of --train-hr DIR, --div2k ROOT, --bundled; got {sources or 'none'}")
     return opts
+
+
+def _kd_option_names() -> list[str]:
+    """The ``TrainOptions`` fields that ``KDTrainer`` takes as arguments (with its own DCKD defaults)."""
+    from ..kd import KDTrainer
+
+    return [n for n, p in inspect.signature(KDTrainer).parameters.items() if n in names() and p.default is not p.empty]
+
+
+def _dckd_options(opts: TrainOptions, explicit: set) -> TrainOptions:
+    """``method: dckd``: ``KDTrainer``'s defaults for the options not given; ``teacher`` required, ``lambda_t`` refused."""
+    from ..kd import KDTrainer
+
+    if not opts.teacher:
+        raise ValueError("--teacher: --method dckd distils a frozen teacher; expected its model file, got none")
+    if "lambda_t" in explicit:
+        raise ValueError(f"--lambda-t: not used by --method dckd (the frozen teacher has no loss), got {opts.lambda_t}")
+    defaults = inspect.signature(KDTrainer).parameters
+    return TrainOptions.from_mapping({n: defaults[n].default for n in _kd_option_names() if n not in explicit},
+                                     source="--method dckd", base=opts)
 
 
 def _train_set(opts, scale: int):
@@ -97,19 +125,40 @@ def _train_set(opts, scale: int):
     return HRFolder(opts.train_hr, scale, patch, **files)
 
 
+def _teacher_file(opts, device):
+    """``opts.teacher`` loaded (``csd_fast.student_io.load_model``, with the foreign-file hints), at ``scale`` if given."""
+    from ..student_io import load_model
+
+    hints = {k: getattr(opts, k) for k in ("scale", "res_scale", "rgb_range") if getattr(opts, k) is not None}
+    loaded = load_model(opts.teacher, device=device, **hints)
+    if opts.scale is not None and loaded.model.scale != opts.scale:
+        raise ValueError(f"--scale: the teacher {opts.teacher} is x{loaded.model.scale}, got --scale {opts.scale}")
+    return loaded
+
+
 def _model(opts, device):
     from ..models import build_model
-    from ..student_io import load_model
 
     if not opts.teacher:
         return build_model(opts.arch, scale=opts.scale or 4, preset=opts.preset, **opts.model_args)
-    hints = {k: getattr(opts, k) for k in ("scale", "res_scale", "rgb_range") if getattr(opts, k) is not None}
-    loaded = load_model(opts.teacher, device=device, **hints)
+    loaded = _teacher_file(opts, device)
     if loaded.kind == "student":
         raise ValueError(f"--teacher: {opts.teacher} is an exported student; CSD needs the full teacher")
-    if opts.scale is not None and loaded.model.scale != opts.scale:
-        raise ValueError(f"--scale: the teacher {opts.teacher} is x{loaded.model.scale}, got --scale {opts.scale}")
     return loaded.model.train()
+
+
+def _networks(opts, device):
+    """``(frozen teacher, trained model)``: for csd no teacher and the shared model (``_model``); for dckd the
+    teacher file and a new student from ``arch``/``preset``/``model_args`` at its scale."""
+    import torch
+
+    from ..models import build_model
+
+    if opts.method == "csd":
+        return None, _model(opts, device)
+    teacher = _teacher_file(opts, device).model
+    torch.manual_seed(opts.seed)  # the student's initial weights
+    return teacher, build_model(opts.arch, scale=teacher.scale, preset=opts.preset, **opts.model_args)
 
 
 def prepare_out(opts) -> Path:
@@ -160,18 +209,22 @@ def _train(opts, device) -> None:
     import torch
     from torch.utils.data import ConcatDataset
 
+    from ..kd import KDTrainer
     from ..plots import plot_training
     from ..student_io import save_student
     from ..trainer import CHECKPOINT_NAME, LOG_NAME, CSDTrainer
     from .common import eval_sets
 
     torch.manual_seed(opts.seed)
-    model = _model(opts, device)
+    teacher, model = _networks(opts, device)
     scale = model.scale
     train_set = _train_set(opts, scale)
     val_sets = eval_sets(opts.val, scale, opts.data_root, opts.strict, opts.max_side)
     val_set = ConcatDataset([ds for _, ds in val_sets]) if val_sets else None
-    trainer = CSDTrainer(model, opts, device=device)
+    if teacher is None:
+        trainer = CSDTrainer(model, opts, device=device)
+    else:
+        trainer = KDTrainer(teacher, model, options=opts, device=device, **{n: getattr(opts, n) for n in _kd_option_names()})
     trainer.fit(train_set, val_set=val_set)
     if not trainer.is_main:
         return
