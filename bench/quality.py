@@ -6,7 +6,7 @@ PSNR-Y / SSIM-Y, ``crop_border = scale``); one row per variant, mean ± sample s
 
 - ``student alone``: the width-r architecture as its own model, L1 only;
 - ``J-T``: joint training of teacher and student (``CSDTrainer``, lambda_c = 0);
-- ``CSD``: official negatives (K LR images of the batch, shared by every anchor);
+- ``CSD``: official negatives (the batch's first K LR images, shared by every anchor);
 - ``CSD others``: per-sample negatives (K other images of the batch per anchor);
 - ``DCKD dynamic``: the history model's outputs on degraded LR (``negatives="dynamic"``,
   lambda_dcl 0.1 for [0, 1] images, N negatives per anchor, EMA decay and refresh intervals the preset's or scaled to the run with
@@ -102,7 +102,7 @@ def evaluate(trainer: CSDTrainer, test_set, device) -> dict[str, float]:
     student = trainer.export().to(device).eval()
     psnr, ssim = [], []
     for lr, hr in test_set:
-        sr = student(lr[None].to(device))
+        sr = student(lr[None].to(device)).clamp(0, 1)  # as the metric clamps: a diverged student is scored, not refused
         psnr.append(psnr_y(sr, hr[None].to(device), crop_border=trainer.model.scale))
         ssim.append(ssim_y(sr, hr[None].to(device), crop_border=trainer.model.scale))
     return {"psnr_y": statistics.fmean(psnr), "ssim_y": statistics.fmean(ssim)}
