@@ -10,9 +10,9 @@ at the store); ``out`` (and ``residual``) may be fp32 or bf16 whatever the dtype
 
 bf16 models keep the image in fp32 at both ends: the head (the conv on the 3 image channels) reads
 the fp32 ``x - mean`` with fp32 weights and stores bf16, and the tail writes the caller's fp32
-output straight from its fp32 accumulators. Rounding the [0, 1] image to bf16 (2^-9 relative, up
-to half an 8-bit grey level) at either end cost up to 0.05 dB PSNR-Y each on the bundled photos,
-about 80% of the bf16 gap; the bf16 activations and weights in between cost ~0.01 dB
+output straight from its fp32 accumulators. Rounding the [0, 1] image to bf16 (up to half an 8-bit
+grey level) at either end cost up to 0.05 dB PSNR-Y each on the bundled photos, most of the bf16
+gap; the bf16 activations and weights in between cost about 0.01 dB at most
 (``bench/results/bf16_psnr_cpu.md``). ``torch.ops.csd_cpu.res_block`` runs ``[relu](x + s * conv2(relu(conv1(x))))`` over
 row tiles whose intermediate stays in L2; ``torch.ops.csd_cpu.ca_apply`` finishes RCAN's channel
 attention from the pooled sums. Weights are packed once by :meth:`NativeBackend.pack` (16 output
