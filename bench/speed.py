@@ -437,9 +437,12 @@ def bf16_psnr(path: Path, quick: bool) -> dict:
         lr = bicubic_downscale(hr, s).clamp(0, 1)
         per_image[name] = {d: psnr_y(f(lr).clamp(0, 1), hr, s) for d, f in fast.items()}
     mean = {d: statistics.mean(v[d] for v in per_image.values()) for d in fast}
-    delta = max(abs(v["bf16"] - v["fp32"]) for v in per_image.values())
-    print(f"PSNR-Y {path.name}: fp32 {mean['fp32']:.3f} dB, bf16 {mean['bf16']:.3f} dB, max |delta| {delta:.4f} dB", flush=True)
-    return dict(student=str(path.name), arch=student.arch, scale=s, per_image=per_image, mean=mean, max_abs_delta_db=delta)
+    deltas = [abs(v["bf16"] - v["fp32"]) for v in per_image.values()]
+    delta, mean_delta = max(deltas), statistics.mean(deltas)
+    print(f"PSNR-Y {path.name}: fp32 {mean['fp32']:.3f} dB, bf16 {mean['bf16']:.3f} dB, |delta| max {delta:.4f} dB, "
+          f"mean {mean_delta:.4f} dB", flush=True)
+    return dict(student=str(path.name), arch=student.arch, scale=s, per_image=per_image, mean=mean, max_abs_delta_db=delta,
+                mean_abs_delta_db=mean_delta)
 
 
 def _cpu_model():

@@ -6,7 +6,14 @@ activations with its epilogue fused into the store, in the order of the eager ba
     out = [relu](residual + res_scale * shuffle(conv(x) + bias)) [+ mean]   (pool += out per channel)
 
 fp32 (FMA) or bf16 (AVX512_BF16 dot products of channel pairs, fp32 accumulation, one rounding
-at the store). ``torch.ops.csd_cpu.res_block`` runs ``[relu](x + s * conv2(relu(conv1(x))))`` over
+at the store); ``out`` (and ``residual``) may be fp32 or bf16 whatever the dtype of ``x``.
+
+bf16 models keep the image in fp32 at both ends: the head (the conv on the 3 image channels) reads
+the fp32 ``x - mean`` with fp32 weights and stores bf16, and the tail writes the caller's fp32
+output straight from its fp32 accumulators. Rounding the [0, 1] image to bf16 (up to half an 8-bit
+grey level) at either end cost up to 0.05 dB PSNR-Y each on the bundled photos, most of the bf16
+gap; the bf16 activations and weights in between cost about 0.01 dB at most
+(``bench/results/bf16_psnr_cpu.md``). ``torch.ops.csd_cpu.res_block`` runs ``[relu](x + s * conv2(relu(conv1(x))))`` over
 row tiles whose intermediate stays in L2; ``torch.ops.csd_cpu.ca_apply`` finishes RCAN's channel
 attention from the pooled sums. Weights are packed once by :meth:`NativeBackend.pack` (16 output
 channels per block, the pixel shuffle's channel order applied so the shuffle is a store address).
@@ -113,22 +120,31 @@ class NativeBackend(Backend):
             raise ValueError(f"dtype: the native CPU backend computes in float32 or bfloat16, got {dtype}")
         super().__init__(dtype, mean)
         self.isa = _isa_code(isa)
-        self.mean_in = mean.view(1, 3, 1, 1).to(dtype)
+        self.mean_in = mean.view(1, 3, 1, 1).float()
         self.mean = mean.reshape(3).float().contiguous()
 
     def pack(self, conv: nn.Conv2d, shuffle: int = 1) -> NativeConv:
-        """Blocked weights in ``dtype``, fp32 bias; pixel-shuffle channel order for ``shuffle > 1``."""
-        return NativeConv(pack_weight(conv.weight, self.dtype, shuffle), pack_bias(conv.bias, shuffle),
+        """Blocked weights, fp32 bias; pixel-shuffle channel order for ``shuffle > 1``. The weights are in
+        ``dtype``, except those of a conv on the 3 image channels (the head): fp32, so that it reads the
+        image in fp32 (module docstring)."""
+        dtype = torch.float32 if conv.in_channels == 3 else self.dtype
+        return NativeConv(pack_weight(conv.weight, dtype, shuffle), pack_bias(conv.bias, shuffle),
                           conv.kernel_size[0], conv.out_channels)
 
     def conv(self, x, layer: NativeConv, *, out=None, residual=None, res_scale=1.0, relu=False, shuffle=1,
              sub_mean=False, add_mean=False, pool=None):
-        """``out = [relu](residual + res_scale * shuffle(conv(x [- mean]))) [+ mean]``."""
+        """``out = [relu](residual + res_scale * shuffle(conv(x [- mean]))) [+ mean]``; ``x`` is read in the
+        dtype of the layer's weights, the result written in ``out``'s dtype (fp32 or bf16; fp16 through an
+        fp32 buffer), or in ``dtype`` without ``out``."""
         if sub_mean:
-            x = (x.to(self.dtype) - self.mean_in).contiguous(memory_format=torch.channels_last)
+            x = (x.float() - self.mean_in).contiguous(memory_format=torch.channels_last)
+        x = x.to(layer.weight.dtype)
         n, _, h, w = x.shape
         shape = (n, layer.cout // (shuffle * shuffle), h * shuffle, w * shuffle)
-        dest = out if out is not None and out.dtype == self.dtype else self._new(shape, x.device)
+        if out is None:
+            dest = self._new(shape, x.device)
+        else:
+            dest = out if out.dtype in DTYPES else torch.empty_like(out, dtype=torch.float32)
         torch.ops.csd_cpu.conv2d(x, layer.weight, layer.bias, layer.k, layer.cout, dest, residual, float(res_scale),
                                  relu, shuffle, self.mean if add_mean else None, pool, self.isa)
         if out is not None and dest is not out:

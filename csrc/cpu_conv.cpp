@@ -1,6 +1,7 @@
 // torch.library ops of the CPU inference backend (csd_fast/native.py), namespace csd_cpu:
 //   conv2d(...)   the fused NHWC 'same' conv of cpu_conv.h, dispatched at run time to AVX-512
-//                 (fp32, bf16 with AVX512_BF16), AVX2+FMA (fp32) or the portable scalar path;
+//                 (fp32, bf16 with AVX512_BF16), AVX2+FMA (fp32) or the portable scalar path; out
+//                 (and residual) may be fp32 or bf16 whatever x is (a bf16 model's fp32 head and tail);
 //   ca_apply(...) RCAN's channel attention from pooled sums: out = x + r * sigmoid(up(relu(down(mean))));
 //   res_block(...) [relu](x + res_scale * conv2(relu(conv1(x)))) fused over row tiles: each thread
 //                 computes conv1 for its tile (plus a one-row halo) into a private buffer that
@@ -32,13 +33,20 @@ int64_t best_isa(bool bf16) {
   return kScalar;  // bf16 without AVX512_BF16 runs the scalar path
 }
 
-RowsFn pick(int64_t isa, bool bf16) {
+// The rows function for x (and w) in bf16 or fp32 and out (and residual) in bf16 or fp32. Any bf16
+// operand needs AVX512_BF16 for the AVX-512 path, else runs the scalar path.
+RowsFn pick(int64_t isa, bool x_bf16, bool out_bf16) {
+  const bool bf16 = x_bf16 || out_bf16;
   const int64_t best = best_isa(bf16);
   TORCH_CHECK_VALUE(isa >= kAuto && isa <= kAvx512, "isa: expected 0 (auto), 1 (scalar), 2 (avx2) or 3 (avx512), got ", isa);
   if (bf16 && isa == kAvx2) isa = kScalar;  // no bf16 dot products in AVX2: the scalar path
   TORCH_CHECK_VALUE(isa <= best, "isa: ", isa, " is not supported by this CPU for ", bf16 ? "bf16" : "fp32",
                     " (best: ", best, ")");
   if (isa == kAuto) isa = best;
+  if (x_bf16 != out_bf16) {
+    if (isa == kAvx512) return x_bf16 ? avx512::conv_rows_bf16_out_f32 : avx512::conv_rows_f32_out_bf16;
+    return x_bf16 ? scalar::conv_rows_bf16_out_f32 : scalar::conv_rows_f32_out_bf16;
+  }
   if (isa == kAvx512) return bf16 ? avx512::conv_rows_bf16 : avx512::conv_rows_f32;
   if (isa == kAvx2) return avx2::conv_rows_f32;
   return bf16 ? scalar::conv_rows_bf16 : scalar::conv_rows_f32;
@@ -73,11 +81,15 @@ ConvArgs make_args(const at::Tensor& x, const at::Tensor& w, const std::optional
   return a;
 }
 
-void check_input(const at::Tensor& x, const at::Tensor& out, int64_t k) {
+// x in fp32 or bf16; out in the dtype of x, or (``any_out``) in fp32 or bf16.
+void check_input(const at::Tensor& x, const at::Tensor& out, int64_t k, bool any_out = false) {
   const auto dt = x.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16, "x: expected float32 or bfloat16, got ", dt);
   check_act(x, "x", dt);
-  check_act(out, "out", dt);
+  const auto odt = out.scalar_type();
+  TORCH_CHECK_TYPE(any_out ? odt == at::kFloat || odt == at::kBFloat16 : odt == dt, "out: expected ",
+                   any_out ? "float32 or bfloat16" : c10::toString(dt), ", got ", odt);
+  check_act(out, "out", odt);
   TORCH_CHECK_VALUE(x.stride(1) == 1 || x.size(1) == 1, "x: expected channels-contiguous (channels_last) activations, got strides ", x.strides());
   TORCH_CHECK_VALUE(k == 1 || k == 3, "k: expected 1 or 3, got ", k);
 }
@@ -94,7 +106,7 @@ void parallel_rows(int64_t rows, int64_t row_macs, const std::function<void(int6
 void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, int64_t k, int64_t cout,
             at::Tensor& out, const std::optional<at::Tensor>& residual, double res_scale, bool relu, int64_t shuffle,
             const std::optional<at::Tensor>& mean_out, const std::optional<at::Tensor>& pool, int64_t isa) {
-  check_input(x, out, k);
+  check_input(x, out, k, true);
   const auto dt = x.scalar_type();
   TORCH_CHECK_VALUE(shuffle >= 1 && cout % (shuffle * shuffle) == 0, "shuffle: expected r >= 1 dividing cout=", cout, " by r^2, got ", shuffle);
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), cs = cout / (shuffle * shuffle);
@@ -103,7 +115,7 @@ void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Te
   TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef(oshape), "out: expected shape ", at::IntArrayRef(oshape), ", got ", out.sizes());
   ConvArgs a = make_args(x, w, bias, k, cout, out);
   if (residual) {
-    check_act(*residual, "residual", dt);
+    check_act(*residual, "residual", out.scalar_type());
     TORCH_CHECK_VALUE(residual->sizes() == out.sizes(), "residual: expected shape ", out.sizes(), ", got ", residual->sizes());
     a.res = residual->data_ptr(), a.rn = residual->stride(0), a.rc = residual->stride(1), a.ry = residual->stride(2), a.rx = residual->stride(3);
   }
@@ -119,7 +131,7 @@ void conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Te
                       "pool: expected a contiguous fp32 [N, C] tensor of ", N * cs, " elements, got ", pool->sizes());
     pool_ptr = pool->data_ptr<float>();
   }
-  const RowsFn fn = pick(isa, dt == at::kBFloat16);
+  const RowsFn fn = pick(isa, dt == at::kBFloat16, out.scalar_type() == at::kBFloat16);
   std::mutex lock;
   parallel_rows(N * H, W * cout * Cin * k * k, [&](int64_t r0, int64_t r1) {
     std::vector<float> local(pool_ptr ? N * cs : 0, 0.f);
@@ -150,7 +162,7 @@ void res_block(const at::Tensor& x, const at::Tensor& w1, const std::optional<at
   check_weight(w1, b1, dt, C, C, k, "w1", "b1");
   check_weight(w2, b2, dt, C, C, k, "w2", "b2");
   TORCH_CHECK_VALUE(out.sizes() == x.sizes(), "out: expected the shape of x ", x.sizes(), ", got ", out.sizes());
-  const RowsFn fn = pick(isa, dt == at::kBFloat16);
+  const RowsFn fn = pick(isa, dt == at::kBFloat16, dt == at::kBFloat16);
   ConvArgs a2 = make_args(x, w2, b2, k, C, out);
   a2.res = x.data_ptr(), a2.rn = x.stride(0), a2.rc = 1, a2.ry = x.stride(2), a2.rx = x.stride(3);
   a2.res_scale = (float)res_scale, a2.relu = relu_out;

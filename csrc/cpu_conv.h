@@ -20,7 +20,7 @@ struct ConvArgs {
   int64_t xn, xc, xy, xx;
   const void* w;                 // packed, see native.py: fp32 [CB][K*K][Cin][16], bf16 [CB][K*K][Cin2/2][16][2]
   const float* bias;             // fp32 [CB*16] (zero padded) or null
-  void* out;
+  void* out;                     // float or bf16, independently of x (see the RowsFn names below)
   int64_t on, oc, oy, ox;
   const void* res;               // same dtype and logical shape as out, or null
   int64_t rn, rc, ry, rx;
@@ -31,12 +31,16 @@ struct ConvArgs {
 };
 
 // Rows [r0, r1) of the flattened (n, y) output rows; pool (or null) is a thread-private
-// [N, Cout / r^2] fp32 accumulator.
+// [N, Cout / r^2] fp32 accumulator. conv_rows_<x>: x, w, out and res of one dtype;
+// conv_rows_<x>_out_<o>: out and res in dtype o (the bf16 model's fp32-input head writes bf16,
+// its tail writes the caller's fp32 image), products as for x.
 typedef void (*RowsFn)(const ConvArgs&, int64_t r0, int64_t r1, float* pool);
 
 namespace scalar {
 void conv_rows_f32(const ConvArgs&, int64_t, int64_t, float*);
 void conv_rows_bf16(const ConvArgs&, int64_t, int64_t, float*);
+void conv_rows_f32_out_bf16(const ConvArgs&, int64_t, int64_t, float*);
+void conv_rows_bf16_out_f32(const ConvArgs&, int64_t, int64_t, float*);
 }  // namespace scalar
 namespace avx2 {
 void conv_rows_f32(const ConvArgs&, int64_t, int64_t, float*);
@@ -44,6 +48,8 @@ void conv_rows_f32(const ConvArgs&, int64_t, int64_t, float*);
 namespace avx512 {
 void conv_rows_f32(const ConvArgs&, int64_t, int64_t, float*);
 void conv_rows_bf16(const ConvArgs&, int64_t, int64_t, float*);
+void conv_rows_f32_out_bf16(const ConvArgs&, int64_t, int64_t, float*);
+void conv_rows_bf16_out_f32(const ConvArgs&, int64_t, int64_t, float*);
 }  // namespace avx512
 
 }  // namespace csd_cpu

@@ -178,7 +178,7 @@ static inline void narrow_finish(const ConvArgs& a, int n, int y, int x0, const 
       store_lane<T>(a, n, y, x0 + q, c, _mm512_reduce_add_ps(acc[q][c]) + (a.bias ? a.bias[c] : 0.f), pool);
 }
 
-template <typename T, int NCO, int NP>
+template <typename T, typename TO, int NCO, int NP>
 static inline void narrow_pixels(const ConvArgs& a, const T* X, const float* wt, int CV, __mmask16 last, int n, int y,
                                  int ky_lo, int ky_hi, int x0, int kx_lo, int kx_hi, float* pool) {
   const int K = a.K, p = K / 2, KK = K * K;
@@ -199,12 +199,12 @@ static inline void narrow_pixels(const ConvArgs& a, const T* X, const float* wt,
         }
       }
     }
-  narrow_finish<T, NCO, NP>(a, n, y, x0, acc, pool);
+  narrow_finish<TO, NCO, NP>(a, n, y, x0, acc, pool);
 }
 
 // 3x3 interior blocks of 4 pixels: per input row the 6 pixels x0-1..x0+4 are loaded (and widened)
 // once for the three kx taps. Returns where the blocks stopped.
-template <typename T, int NCO, int CV>
+template <typename T, typename TO, int NCO, int CV>
 static int narrow_interior3(const ConvArgs& a, const T* X, const float* wt, __mmask16 last, int n, int y, int ky_lo,
                             int ky_hi, int x0, int right, float* pool) {
   for (; x0 + 4 <= right; x0 += 4) {
@@ -224,12 +224,12 @@ static int narrow_interior3(const ConvArgs& a, const T* X, const float* wt, __mm
           }
       }
     }
-    narrow_finish<T, NCO, 4>(a, n, y, x0, acc, pool);
+    narrow_finish<TO, NCO, 4>(a, n, y, x0, acc, pool);
   }
   return x0;
 }
 
-template <typename T, int NCO>
+template <typename T, typename TO, int NCO>
 static void rows_narrow(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
   const int K = a.K, KK = K * K, Cin = a.Cin, CV = (Cin + 15) / 16, p = K / 2, W = a.W;
   const bool bf = sizeof(T) == 2;
@@ -253,47 +253,58 @@ static void rows_narrow(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) 
     int x = 0;
     for (; x < left; ++x) {
       tap_range(x, W, K, &lo, &hi);
-      narrow_pixels<T, NCO, 1>(a, X, wt, CV, last, n, y, ky_lo, ky_hi, x, lo, hi, pool);
+      narrow_pixels<T, TO, NCO, 1>(a, X, wt, CV, last, n, y, ky_lo, ky_hi, x, lo, hi, pool);
     }
-    if (K == 3 && CV == 1) x = narrow_interior3<T, NCO, 1>(a, X, wt, last, n, y, ky_lo, ky_hi, x, right, pool);
-    else if (K == 3 && CV == 2) x = narrow_interior3<T, NCO, 2>(a, X, wt, last, n, y, ky_lo, ky_hi, x, right, pool);
-    for (; x + 4 <= right; x += 4) narrow_pixels<T, NCO, 4>(a, X, wt, CV, last, n, y, ky_lo, ky_hi, x, 0, K, pool);
+    if (K == 3 && CV == 1) x = narrow_interior3<T, TO, NCO, 1>(a, X, wt, last, n, y, ky_lo, ky_hi, x, right, pool);
+    else if (K == 3 && CV == 2) x = narrow_interior3<T, TO, NCO, 2>(a, X, wt, last, n, y, ky_lo, ky_hi, x, right, pool);
+    for (; x + 4 <= right; x += 4) narrow_pixels<T, TO, NCO, 4>(a, X, wt, CV, last, n, y, ky_lo, ky_hi, x, 0, K, pool);
     for (; x < W; ++x) {
       tap_range(x, W, K, &lo, &hi);
-      narrow_pixels<T, NCO, 1>(a, X, wt, CV, last, n, y, ky_lo, ky_hi, x, lo, hi, pool);
+      narrow_pixels<T, TO, NCO, 1>(a, X, wt, CV, last, n, y, ky_lo, ky_hi, x, lo, hi, pool);
     }
   }
 }
 
-template <typename T>
+// Inputs of type T, out and res of type TO.
+template <typename T, typename TO>
 static bool narrow(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
   if (a.Cin > 64 || a.K > 3 || a.Cout > 4) return false;
-  if (a.Cout == 3) rows_narrow<T, 3>(a, r0, r1, pool);
-  else if (a.Cout == 1) rows_narrow<T, 1>(a, r0, r1, pool);
-  else if (a.Cout == 2) rows_narrow<T, 2>(a, r0, r1, pool);
-  else rows_narrow<T, 4>(a, r0, r1, pool);
+  if (a.Cout == 3) rows_narrow<T, TO, 3>(a, r0, r1, pool);
+  else if (a.Cout == 1) rows_narrow<T, TO, 1>(a, r0, r1, pool);
+  else if (a.Cout == 2) rows_narrow<T, TO, 2>(a, r0, r1, pool);
+  else rows_narrow<T, TO, 4>(a, r0, r1, pool);
   return true;
 }
 
 void conv_rows_f32(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
-  if (!narrow<float>(a, r0, r1, pool)) rows_f32<12, 8, 8, 6>(a, r0, r1, pool, 4);
+  if (!narrow<float, float>(a, r0, r1, pool)) rows_f32<12, 8, 8, 6>(a, r0, r1, pool, 4);
 }
 
-template <int CIN>
+// The fp32 head of a bf16 model (3 input channels): no unrolled channel loop.
+void conv_rows_f32_out_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
+  if (!narrow<float, uint16_t>(a, r0, r1, pool)) rows_f32_cin<0, 12, 8, 8, 6, uint16_t>(a, r0, r1, pool, 4);
+}
+
+template <int CIN, typename TO>
 static void rows_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
   const int CB = (a.Cout + 15) / 16;
   const int64_t wcob = (int64_t)a.K * a.K * ((a.Cin + 1) / 2 * 2) * 16;
   typedef BlockBF16<CIN> F;
-  if (CB % 4 == 0) return RowRunner<uint16_t, F::template B, 6, 4>::rows(a, r0, r1, wcob, pool);
-  if (CB % 3 == 0) return RowRunner<uint16_t, F::template B, 8, 3>::rows(a, r0, r1, wcob, pool);
-  if (CB % 2 == 0) return RowRunner<uint16_t, F::template B, 8, 2>::rows(a, r0, r1, wcob, pool);
-  RowRunner<uint16_t, F::template B, 12, 1>::rows(a, r0, r1, wcob, pool);
+  if (CB % 4 == 0) return RowRunner<uint16_t, F::template B, 6, 4, TO>::rows(a, r0, r1, wcob, pool);
+  if (CB % 3 == 0) return RowRunner<uint16_t, F::template B, 8, 3, TO>::rows(a, r0, r1, wcob, pool);
+  if (CB % 2 == 0) return RowRunner<uint16_t, F::template B, 8, 2, TO>::rows(a, r0, r1, wcob, pool);
+  RowRunner<uint16_t, F::template B, 12, 1, TO>::rows(a, r0, r1, wcob, pool);
 }
 
 void conv_rows_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
-  if (narrow<uint16_t>(a, r0, r1, pool)) return;
-  if (a.Cin == 16) return rows_bf16<16>(a, r0, r1, pool);
-  rows_bf16<0>(a, r0, r1, pool);
+  if (narrow<uint16_t, uint16_t>(a, r0, r1, pool)) return;
+  if (a.Cin == 16) return rows_bf16<16, uint16_t>(a, r0, r1, pool);
+  rows_bf16<0, uint16_t>(a, r0, r1, pool);
+}
+
+// bf16 products written in fp32 (the tail into the caller's fp32 image: no rounding to bf16 there).
+void conv_rows_bf16_out_f32(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
+  if (!narrow<uint16_t, float>(a, r0, r1, pool)) rows_bf16<0, float>(a, r0, r1, pool);
 }
 
 }  // namespace avx512

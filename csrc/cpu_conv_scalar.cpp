@@ -8,7 +8,8 @@ namespace scalar {
 
 #include "cpu_conv_epilogue.h"
 
-template <typename T>
+// T: x and w; TO: out and res.
+template <typename T, typename TO>
 static void conv_rows(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
   const int K = a.K, p = K / 2, CB = (a.Cout + 15) / 16;
   const bool bf = sizeof(T) == 2;
@@ -37,14 +38,20 @@ static void conv_rows(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
               }
             }
           }
-        for (int l = 0; l < 16; ++l) store_lane<T>(a, n, y, x, cb * 16 + l, acc[l], pool);
+        for (int l = 0; l < 16; ++l) store_lane<TO>(a, n, y, x, cb * 16 + l, acc[l], pool);
       }
     }
   }
 }
 
-void conv_rows_f32(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) { conv_rows<float>(a, r0, r1, pool); }
-void conv_rows_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) { conv_rows<uint16_t>(a, r0, r1, pool); }
+void conv_rows_f32(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) { conv_rows<float, float>(a, r0, r1, pool); }
+void conv_rows_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) { conv_rows<uint16_t, uint16_t>(a, r0, r1, pool); }
+void conv_rows_f32_out_bf16(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
+  conv_rows<float, uint16_t>(a, r0, r1, pool);
+}
+void conv_rows_bf16_out_f32(const ConvArgs& a, int64_t r0, int64_t r1, float* pool) {
+  conv_rows<uint16_t, float>(a, r0, r1, pool);
+}
 
 }  // namespace scalar
 }  // namespace csd_cpu

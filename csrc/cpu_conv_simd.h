@@ -73,7 +73,8 @@ static inline void block_f32(const csd_cpu::ConvArgs& a, const float* const* xr,
   sum_parts(part, acc);
 }
 
-// The epilogue of NP pixels (x0..x0+NP-1 of row y) for output channels co..co+L-1 (``acc[q]``):
+// The epilogue of NP pixels (x0..x0+NP-1 of row y) for output channels co..co+L-1 (``acc[q]``),
+// out and res of type T:
 // everything that depends only on co (bias, the shuffle's destination channel and sub-position,
 // whether a whole vector can be stored) is worked out once for the NP pixels.
 template <typename T, int NP, int NV>
@@ -112,8 +113,9 @@ static inline void epilogue(const csd_cpu::ConvArgs& a, int n, int y, int x0, in
 }
 
 // One row of output pixels for the output-channel group starting at block cb0, with
-// ``Block<NP, NV>::run(a, xr, ky_lo, ky_hi, x0, kx_lo, kx_hi, wg, wcob, acc)`` accumulating.
-template <typename T, template <int, int> class Block, int NP, int NV>
+// ``Block<NP, NV>::run(a, xr, ky_lo, ky_hi, x0, kx_lo, kx_hi, wg, wcob, acc)`` accumulating;
+// inputs of type T, out and res of type TO.
+template <typename T, template <int, int> class Block, int NP, int NV, typename TO = T>
 struct RowRunner {
   static constexpr int VPB = 16 / V::L;
   typedef typename Block<1, NV>::wtype WT;
@@ -123,7 +125,7 @@ struct RowRunner {
                             int kx_lo, int kx_hi, const WT* wg, int64_t wcob, int cb0, float* pool) {
     reg acc[P][NV];
     Block<P, NV>::run(a, xr, ky_lo, ky_hi, x0, kx_lo, kx_hi, wg, wcob, acc);
-    for (int v = 0; v < NV; ++v) epilogue<T, P, NV>(a, n, y, x0, (cb0 + v / VPB) * 16 + (v % VPB) * V::L, acc, v, pool);
+    for (int v = 0; v < NV; ++v) epilogue<TO, P, NV>(a, n, y, x0, (cb0 + v / VPB) * 16 + (v % VPB) * V::L, acc, v, pool);
   }
 
   // Interior pixels [x0, x1) in blocks of NP, the remainder in one smaller block.
@@ -168,8 +170,8 @@ struct RowRunner {
                              int cb0, float* pool) {
     reg acc[2][P][NV];
     Block<P, NV>::run2(a, xr4, x0, wg, acc);
-    epilogue<T, P, NV>(a, n, y, x0, cb0 * 16, acc[0], 0, pool);
-    epilogue<T, P, NV>(a, n, y + 1, x0, cb0 * 16, acc[1], 0, pool);
+    epilogue<TO, P, NV>(a, n, y, x0, cb0 * 16, acc[0], 0, pool);
+    epilogue<TO, P, NV>(a, n, y + 1, x0, cb0 * 16, acc[1], 0, pool);
   }
 
   template <int P>
@@ -272,17 +274,17 @@ struct BlockF32 {
   };
 };
 
-// fp32 rows with NB 16-channel blocks per group where CB allows (NB | CB).
-template <int CIN, int NP1, int NP2, int NP3, int NP4>
+// fp32 rows with NB 16-channel blocks per group where CB allows (NB | CB); out and res of type TO.
+template <int CIN, int NP1, int NP2, int NP3, int NP4, typename TO = float>
 static void rows_f32_cin(const csd_cpu::ConvArgs& a, int64_t r0, int64_t r1, float* pool, int max_nb) {
   constexpr int VPB = 16 / V::L;
   const int CB = (a.Cout + 15) / 16;
   const int64_t wcob = (int64_t)a.K * a.K * a.Cin * 16;
   typedef BlockF32<CIN> F;
-  if (max_nb >= 4 && CB % 4 == 0) return RowRunner<float, F::template B, NP4, 4 * VPB>::rows(a, r0, r1, wcob, pool);
-  if (max_nb >= 3 && CB % 3 == 0) return RowRunner<float, F::template B, NP3, 3 * VPB>::rows(a, r0, r1, wcob, pool);
-  if (max_nb >= 2 && CB % 2 == 0) return RowRunner<float, F::template B, NP2, 2 * VPB>::rows(a, r0, r1, wcob, pool);
-  RowRunner<float, F::template B, NP1, VPB>::rows(a, r0, r1, wcob, pool);
+  if (max_nb >= 4 && CB % 4 == 0) return RowRunner<float, F::template B, NP4, 4 * VPB, TO>::rows(a, r0, r1, wcob, pool);
+  if (max_nb >= 3 && CB % 3 == 0) return RowRunner<float, F::template B, NP3, 3 * VPB, TO>::rows(a, r0, r1, wcob, pool);
+  if (max_nb >= 2 && CB % 2 == 0) return RowRunner<float, F::template B, NP2, 2 * VPB, TO>::rows(a, r0, r1, wcob, pool);
+  RowRunner<float, F::template B, NP1, VPB, TO>::rows(a, r0, r1, wcob, pool);
 }
 
 // The 16-channel layers of the compact students get a fully unrolled channel loop.

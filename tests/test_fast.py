@@ -139,7 +139,8 @@ def test_drop_in_module_contract():
     assert packed and fast.to("cpu") is fast and fast.float() is fast and fast.to(torch.float32) is fast
     assert all(a is b for a, b in zip(packed, [b for n, b in fast.named_buffers() if n.startswith("packed_")]))
     assert fast.to(torch.bfloat16) is fast and fast.dtype == torch.bfloat16
-    assert next(b for n, b in fast.named_buffers() if n.startswith("packed_")).dtype == torch.bfloat16
+    # re-packed: the body weights in bf16 (the native backend keeps the 3-channel head's in fp32)
+    assert any(b.dtype == torch.bfloat16 for n, b in fast.named_buffers() if n.startswith("packed_"))
     assert_close(fast(x), y, *TOL[torch.bfloat16], what="re-packed in bf16")
     assert next(fast.parameters()).dtype == torch.float32  # the kept weights are never cast
     fast.float()
