@@ -21,6 +21,11 @@ Every time printed here is an ESTIMATE from compiled code and a roofline model; 
      per warp) / (4 warp schedulers x 1 instruction/clock x SMs x clock);
    compute terms divided by the wave efficiency (programs / (waves x resident programs)). The tile the
    model rates fastest is the one reported (a static stand-in for the autotuner).
+   The weight-stationary persistent conv (``kernels/conv2d_persistent.py``) is compiled and modelled
+   beside v2 on every body conv it can run (same terms; its P = min(tiles, SMs x programs per SM)
+   programs read the weights from L2 once each and loop over the pixel tiles, the busiest SM's
+   programs setting the pace); ``decisions()`` compares the two estimates, and the per-frame totals
+   use the kernel the Triton backend dispatches (``conv2d_persistent.MODEL_FASTER``).
 3. The CUDA loss kernels (``csrc/cuda/*.cu``, compiled with ``nvcc -arch=sm_90 --resource-usage``):
    registers, spills, shared memory and SASS size per kernel; the HBM floor of the bytes the op
    must read and write for VGG19 taps of 192x192 patches (B=16, K=10 shared negatives, fp32).
@@ -327,15 +332,61 @@ def _compile_conv(job):
         fn = _conv2d_kernel.fn
         bm, bn, bk, tw, stages, warps = tile
         constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, TILE_W=tw)
+    return _compile_stats(fn, args, constexprs, warps, stages)
+
+
+def _compile_stats(fn, args: dict, constexprs: dict, warps: int, stages: int) -> dict:
+    """:func:`compile_sm90` and the static numbers of the kernel (or the error, e.g. out of shared memory)."""
     try:
         kernel = compile_sm90(fn, args, constexprs, warps, stages)
     except Exception as e:  # noqa: BLE001 - an out-of-resources tile is a result, not a crash
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
     stats = sass_stats(kernel.asm["cubin"])
+    before_loop = kernel.asm["ttgir"].split("scf.for", 1)[0]
     stats.update(shared_bytes=kernel.metadata.shared, wgmma_in_ptx="wgmma.mma_async" in kernel.asm["ptx"],
                  cp_async=sorted(set(re.findall(r"cp\.async\.(c[ag])", kernel.asm["ptx"]))),
-                 l1_cached_loads=bool(re.search(r"cp\.async\.ca|ld\.global\.ca", kernel.asm["ptx"])))
+                 l1_cached_loads=bool(re.search(r"cp\.async\.ca|ld\.global\.ca", kernel.asm["ptx"])),
+                 # tensors copied into shared memory once, before the first loop (the stationary weights)
+                 smem_operands_before_loop=len(re.findall(r"ttg\.local_alloc %", before_loop)))
     return stats
+
+
+def persistent_eligible(layer: ConvLayer) -> bool:
+    """True when the weight-stationary persistent kernel can run this layer (``conv2d(..., persistent=True)``)."""
+    from csd_fast.kernels import conv2d_persistent
+
+    return conv2d_persistent.handles(layer.k, layer.c_in, layer.c_out, layer.shuffle, True if layer.pool else None,
+                                     True if layer.mean_in else None, True if layer.mean_out else None)
+
+
+def persistent_tiles(layer: ConvLayer, lr: tuple) -> list:
+    """The GPU tiles ``(BLOCK_M, TILE_W, PROGRAMS_PER_SM, stages, warps)`` of the persistent kernel its
+    autotuner would benchmark for this layer (after its pruning)."""
+    import triton
+    from csd_fast.kernels.conv2d_persistent import _GPU_TILES, _prune
+    from csd_fast.kernels.utils import size_bucket
+
+    configs = [triton.Config({"BLOCK_M": m, "TILE_W": tw, "PROGRAMS_PER_SM": p}, num_stages=st, num_warps=nw)
+               for m, tw, p, st, nw in _GPU_TILES]
+    kept = _prune(configs, {}, W_BUCKET=size_bucket(lr[1] * layer.rel))
+    return [(c.kwargs["BLOCK_M"], c.kwargs["TILE_W"], c.kwargs["PROGRAMS_PER_SM"], c.num_stages, c.num_warps) for c in kept]
+
+
+def _compile_persistent(job):
+    """Worker: compile the persistent kernel for one (layer, dtype, tile) and return its static numbers."""
+    layer, dtype, tile, lr = job
+    from csd_fast.kernels.conv2d_persistent import _conv3x3_persistent_kernel
+    from csd_fast.kernels.utils import size_bucket
+
+    fn = _conv3x3_persistent_kernel.fn
+    args, constexprs = _conv_args(layer, dtype, lr)
+    h, w = lr[0] * layer.rel, lr[1] * layer.rel
+    args = {k: v for k, v in args.items() if k in fn.arg_names}
+    args.update(N=1, NHW_BUCKET=size_bucket(h * w))
+    bm, tw, per_sm, stages, warps = tile
+    constexprs = dict(C=layer.c_in, BLOCK_C=max(16, 1 << (layer.c_in - 1).bit_length()), RELU=layer.relu, HAS_BIAS=True,
+                      HAS_RES=layer.residual, DOT_PRECISION="tf32", BLOCK_M=bm, TILE_W=tw, PROGRAMS_PER_SM=per_sm)
+    return _compile_stats(fn, args, constexprs, warps, stages)
 
 
 # ---- the roofline model -------------------------------------------------------------------------
@@ -404,9 +455,34 @@ def estimate_conv(layer: ConvLayer, dtype: str, tile: tuple, stats: dict, lr: tu
     macs = ctas * bm * bn * bk * k_steps
     out = _terms(ctas, warps, macs, _hbm_bytes(layer, h, w, dtype, hw), l2, per_warp, resident, dtype, hw)
     out["a_from_l1"] = a_l2 != a_tile
-    # a persistent weight-stationary variant would read the weights once per resident program instead
-    resident_weights = min(ctas, hw["sms"] * resident) * k_steps * bk * bn * elt
-    out["l2_weights_saved_us"] = round((weights_l2 - resident_weights) / (hw["l2_tb_s"] * 1e12) * 1e6, 2)
+    return out
+
+
+def estimate_persistent(layer: ConvLayer, dtype: str, tile: tuple, stats: dict, lr: tuple, hw=H100) -> dict:
+    """ESTIMATED time of one launch of the weight-stationary persistent conv (us): ``P = min(tiles,
+    SMs x PROGRAMS_PER_SM)`` programs, each reading the ``9*C x C`` weights from L2 once and running
+    at most ``ceil(tiles / P)`` pixel tiles; the terms as for v2 (activations once per tile + halo
+    through L1 when the footprints fit), paced by the busiest SM's ``ceil(P / SMs)`` programs."""
+    h, w = lr[0] * layer.rel, lr[1] * layer.rel
+    elt = ELT[dtype]
+    bm, tw, per_sm, _, warps = tile
+    bc = max(16, 1 << (layer.c_in - 1).bit_length())
+    rows = bm // tw
+    tiles = math.ceil(h / rows) * math.ceil(w / tw)
+    programs = min(tiles, hw["sms"] * per_sm)
+    busiest = math.ceil(programs / hw["sms"])
+    if occupancy(stats["regs"], stats["shared_bytes"], warps * 32, hw) < busiest:
+        return {"error": f"{busiest} programs per SM do not fit"}
+    iters = math.ceil(tiles / programs)
+    a_tile = 9 * bm * bc * elt  # A bytes one tile requests (9 taps)
+    footprint = (rows + 2) * (tw + 2) * bc * elt  # distinct A bytes of a tile
+    l1_free = hw["l1_bytes"] - busiest * stats["shared_bytes"]
+    a_l2 = footprint if stats["l1_cached_loads"] and busiest * footprint <= l1_free else a_tile
+    l2 = tiles * a_l2 + programs * 9 * bc * bc * elt  # the weights once per program
+    per_warp = stats["loop_instrs"] * iters + (stats["sass_total"] - stats["loop_instrs"])  # loop body: one tile
+    macs = programs * iters * bm * bc * bc * 9
+    out = _terms(programs, warps, macs, _hbm_bytes(layer, h, w, dtype, hw), l2, per_warp, busiest, dtype, hw)
+    out.update(a_from_l1=a_l2 != a_tile, tiles=tiles, tiles_per_program=iters, tile_loop_eff=round(tiles / (programs * iters), 3))
     return out
 
 
@@ -482,10 +558,17 @@ def loss_report(patch=192, batch=16, negatives=10, hw=H100) -> dict:
     fwd = (2 * batch + negatives) * elements * 4
     bwd = fwd + 2 * batch * elements * 4
     floor = lambda b: round(b / (hw["hbm_tb_s"] * 1e12) * 1e6, 1)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from loss import cuda_l2_estimate, l2_table  # the kernels' L2 traffic model (bench/loss.py --l2-estimate)
+
+    taps = cuda_l2_estimate(patch, batch, negatives)
+    unique, requested = sum(r["unique_mb"] for r in taps), sum(r["requested_mb"] for r in taps)
     return {"kernels": kernels, "geometry": {"patch": patch, "batch": batch, "negatives_shared": negatives, "dtype": "fp32",
                                             "elements_per_sample": elements},
             "unique_bytes": {"forward": fwd, "backward": bwd},
-            "hbm_floor_us": {"forward": floor(fwd), "backward": floor(bwd), "total": floor(fwd + bwd)}}
+            "hbm_floor_us": {"forward": floor(fwd), "backward": floor(bwd), "total": floor(fwd + bwd)},
+            "l2_estimate": {"taps": taps, "unique_mb": round(unique, 1), "requested_mb": round(requested, 1),
+                            "ratio": round(requested / unique, 3), "table": l2_table(patch, batch, negatives)}}
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -534,6 +617,7 @@ def main(argv=None) -> int:
     with ProcessPoolExecutor(args.jobs) as pool:
         static = dict(zip([(j[0], j[1]) for j in others], pool.map(_compile_conv, others)))
     static.update({(v, "fp16"): fp16[(v, best[(v, "fp16")])] for v in variants if (v, best[(v, "fp16")]) in fp16})
+    persistent = persistent_static(variants, dtypes, lr, args.jobs)
 
     report = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python bench/gpu_static.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -561,7 +645,13 @@ def main(argv=None) -> int:
                     est = estimate_conv(layer, d, best[(layer, d)], s, lr)
                     report["kernels"][f"{_name(layer)} {d}"] = s
                     rows.append({"layer": _name(layer), "tile": best[(layer, d)], **est})
-                total += rows[-1].get("us", 0.0)
+                    if (layer, d) in persistent:
+                        tile, ps = persistent[(layer, d)]
+                        report["kernels"][f"{_name(layer)} {d} persistent"] = ps
+                        rows[-1]["persistent"] = {"tile": tile, **(estimate_persistent(layer, d, tile, ps, lr) if "error" not in ps else ps)}
+                        rows[-1]["dispatch"] = "persistent" if _dispatches_persistent(layer, d) else "v2"
+                chosen = rows[-1].get("persistent") if rows[-1].get("dispatch") == "persistent" else rows[-1]
+                total += chosen.get("us", 0.0)
             complete = all("error" not in r for r in rows)  # no estimate for a frame with a layer that failed
             grouped = {}  # identical launches once, with their count, in order of first use
             for r in rows:
@@ -579,24 +669,73 @@ def main(argv=None) -> int:
     return 0
 
 
+def persistent_static(variants: list, dtypes: list, lr: tuple, jobs: int) -> dict:
+    """``{(layer, dtype): (tile, static numbers)}`` of the persistent kernel for every layer it can run:
+    all its tiles compiled (fp16, and fp32 whose weights take twice the shared memory) on one layer of
+    each (channels, resolution) class, the tile the model rates fastest kept (bf16 takes fp16's), then
+    that tile compiled for every layer of the class. ``tile`` None: no tile compiles, the error instead."""
+    eligible = [v for v in variants if persistent_eligible(v)]
+    classes = {}
+    for v in eligible:
+        classes.setdefault((v.c_in, v.rel), v)
+    rank_dtype = {d: "fp32" if d == "fp32" else "fp16" for d in dtypes}
+    jobs_1 = [(v, d, t, lr) for v in classes.values() for d in sorted(set(rank_dtype.values())) for t in persistent_tiles(v, lr)]
+    with ProcessPoolExecutor(jobs) as pool:
+        tried = dict(zip([(j[0], j[1], j[2]) for j in jobs_1], pool.map(_compile_persistent, jobs_1)))
+    best = {}
+    for (c, rel), rep in classes.items():
+        for rd in set(rank_dtype.values()):
+            ests = [(estimate_persistent(rep, rd, t, s, lr), t) for (v, d, t), s in tried.items() if v == rep and d == rd and "error" not in s]
+            ests = sorted((e["us"], t) for e, t in ests if "error" not in e)
+            errors = [s["error"] for (v, d, t), s in tried.items() if v == rep and d == rd and "error" in s]
+            best[(c, rel, rd)] = ests[0][1] if ests else {"error": errors[0] if errors else "no tile fits on an SM"}
+    out = {}
+    todo = []
+    for v in eligible:
+        for d in dtypes:
+            tile = best[(v.c_in, v.rel, rank_dtype[d])]
+            if isinstance(tile, dict):
+                out[(v, d)] = (None, tile)
+            elif (v, d, tile) in tried:
+                out[(v, d)] = (tile, tried[(v, d, tile)])
+            else:
+                todo.append((v, d, tile, lr))
+    with ProcessPoolExecutor(jobs) as pool:
+        out.update({(j[0], j[1]): (j[2], s) for j, s in zip(todo, pool.map(_compile_persistent, todo))})
+    return out
+
+
+def _dispatches_persistent(layer: ConvLayer, dtype: str) -> bool:
+    """Whether the Triton backend runs this layer on the persistent kernel (``conv2d_persistent.MODEL_FASTER``)."""
+    from csd_fast.kernels import conv2d_persistent
+
+    return conv2d_persistent.model_prefers(layer.c_in, DTYPES[dtype])
+
+
 def decisions(report: dict) -> list:
-    """Whether the two optional kernels of the brief pay, from the body-conv rows of each student
-    (fp16): a persistent weight-stationary conv saves at most the weights' share of the L2 term; a
-    fused residual block saves at most one launch gap and the intermediate's HBM write, and costs
-    conv1 over the tile's halo (rows + 2) x (TILE_W + 2), padded to a power of two for the MMA."""
+    """The optional kernels of the brief, from the ESTIMATES of each student's rows: the persistent
+    weight-stationary conv against v2 on every body conv it runs (both compiled for sm_90, both
+    modelled; the frame gain where the model prefers it, per dtype); a fused residual block saves at
+    most one launch gap and the intermediate's HBM write, and costs conv1 over the tile's halo
+    (rows + 2) x (TILE_W + 2), padded to a power of two for the MMA (fp16 relu body conv)."""
     notes = []
     for name, per in report["students"].items():
+        for d, v in per.items():
+            pairs = [r for r in v["layers"] if "persistent" in r and "us" in r]
+            if not pairs:
+                continue
+            parts = [f"`{r['layer']}` v2 {r['us']:.2f} us vs persistent "
+                     + (f"{r['persistent']['us']:.2f} us ({r['us'] / r['persistent']['us']:.2f}x)" if "us" in r["persistent"]
+                        else f"- ({r['persistent']['error'][:60]})") for r in pairs]
+            gain = sum(r["count"] * max(0.0, r["us"] - r["persistent"].get("us", r["us"])) for r in pairs)
+            notes.append(f"{name} {d}: persistent vs v2: {'; '.join(parts)}. Where faster, the frame saves {gain:.2f} us "
+                         f"(ESTIMATE); dispatched: {', '.join(sorted({r['dispatch'] for r in pairs}))}.")
         rows = [r for r in per.get("fp16", {}).get("layers", []) if "tile" in r and len(r["tile"]) == 6 and "[relu]" in r["layer"]]
         if not rows:
             continue
         r = rows[0]
         bm, bn, bk, tw, _, _ = r["tile"]
         t = r["terms_us"]
-        others = max(v for k, v in t.items() if k != "l2")
-        gain = max(0.0, r["us"] - report["model"]["launch_gap_us"] - max(others, t["l2"] - r["l2_weights_saved_us"]))
-        notes.append(f"{name}: body conv `{r['layer']}` is {r['bound']}-bound ({r['us']:.2f} us); a weight-stationary persistent "
-                     f"variant would cut the L2 term by {r['l2_weights_saved_us']:.2f} us (weights read once per resident program), "
-                     f"the estimate by {gain:.2f} us: {'pays' if gain > 0.05 * r['us'] else 'does not pay'}.")
         halo = (1 << ((bm // tw + 2) * (tw + 2) - 1).bit_length()) / bm
         extra = (halo - 1) * max(t["tensor"], t["issue"])
         saved = report["model"]["launch_gap_us"] + t["hbm"]
@@ -637,6 +776,10 @@ def markdown(report: dict) -> str:
         f"- issue: SASS instructions per warp (main-loop body x trips + the rest once) x warps / "
         f"({m['issue_per_sm_per_clock']} per SM per clock x {m['sms']} SMs x {m['clock_ghz']} GHz), / wave efficiency",
         f"- launch gap {m['launch_gap_us']} us per kernel (CUDA graph, assumed)",
+        "- persistent rows (the weight-stationary conv beside v2 on the body convs): the same terms for its "
+        "min(tiles, SMs x programs per SM) programs, each reading the weights once and looping over <= ceil(tiles / programs) "
+        "pixel tiles; the busiest SM sets the pace; smem must fit 227 KB per program (the tiles that do not are dropped)",
+        "- per-frame totals use the kernel the Triton backend dispatches per layer (marked `dispatched`)",
         "",
         f"LR {report['lr'][0]}x{report['lr'][1]}, x{report['scale']}, batch 1.",
         "",
@@ -661,10 +804,23 @@ def markdown(report: dict) -> str:
                 t, s = r["terms_us"], report["kernels"].get(f"{r['layer']} {d}", {})
                 if "x_hbm_floor" in r:
                     lname += f" (small-C_out kernel: {r['x_hbm_floor']}x its HBM floor)"
+                if "dispatch" in r:
+                    lname += f" (v2{', dispatched' if r['dispatch'] == 'v2' else ''})"
                 lines.append(
                     f"| {lname} | {count} | {r.get('tile', '-')} | {r['us']:.2f} | {r['bound']} | {t.get('tensor', '-')} | {t['hbm']} | "
                     f"{t.get('l2', '-')} | {t.get('issue', '-')} | {s.get('regs', '-')} | {s.get('spill_instrs', '-')} | "
                     f"{s.get('shared_bytes', '-')} | {s.get('instrs_per_64x64x16', '-')} |")
+                if "persistent" in r:
+                    p, s = r["persistent"], report["kernels"].get(f"{r['layer']} {d} persistent", {})
+                    pname = f"{r['layer']} (persistent{', dispatched' if r['dispatch'] == 'persistent' else ''})"
+                    if "error" in p:
+                        lines.append(f"| {pname} | {count} | {p.get('tile') or '-'} | error: {p['error']} |")
+                        continue
+                    t = p["terms_us"]
+                    lines.append(
+                        f"| {pname} | {count} | {p['tile']} (M,TW,per SM,st,w); {p['ctas']} programs x <= {p['tiles_per_program']} tiles | "
+                        f"{p['us']:.2f} | {p['bound']} | {t['tensor']} | {t['hbm']} | {t['l2']} | {t['issue']} | {s['regs']} | "
+                        f"{s['spill_instrs']} | {s['shared_bytes']} | {s.get('instrs_per_64x64x16', '-')} |")
     if report.get("decisions"):
         lines += ["", "## Optional kernels: do they pay (from the ESTIMATES above)?", ""] + [f"- {n}" for n in report["decisions"]]
     if "loss" in report:
@@ -679,6 +835,10 @@ def markdown(report: dict) -> str:
         for name, k in loss["kernels"].items():
             lines.append(f"| `{name}` | " + (" | ".join(str(k.get(c, "-")) for c in ("regs", "stack", "spill_stores", "shared", "sass_instrs")))
                          + " |" if "error" not in k else f"| {name} | error |")
+        l2 = loss["l2_estimate"]
+        lines += ["", f"Bytes the kernels request from L2 vs the unique bytes, forward + backward (ESTIMATE): "
+                      f"{l2['requested_mb']:.1f} MB requested / {l2['unique_mb']:.1f} MB unique = {l2['ratio']:.3f}x.", "",
+                  l2["table"]]
     return "\n".join(lines) + "\n"
 
 

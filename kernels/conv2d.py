@@ -16,7 +16,10 @@ of TILE_W pixels, so neighbouring taps re-read lines the same program just loade
 through L1: ``.ca``). Autotune winners are cached on disk (``tune_cache.py``).
 
 3x3 convs to at most 4 channels without residual, pooling or input mean (the SR tail) go to
-``conv2d_small_out.py``, which reads its input once instead of once per tap.
+``conv2d_small_out.py``, which reads its input once instead of once per tap. ``persistent=True``
+runs a 3x3 body conv (C_in = C_out <= 64, bias/residual/ReLU epilogues) on the weight-stationary
+persistent kernel of ``conv2d_persistent.py`` instead; only the caller chooses it (the Triton backend,
+from the static report's estimates).
 
 Tensors are indexed through their strides as logical ``[N, C, H, W]``: channels_last (NHWC) is the
 fast layout, but the head reads the NCHW input and the tail writes the NCHW output directly, and
@@ -41,6 +44,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from . import conv2d_persistent as persistent_kernel
 from . import conv2d_small_out as small_out
 from .tune_cache import launch_tuned, tune_key
 from .utils import bench_fn, check_tensor, dot_precision, int32_extent, size_bucket, tile_configs
@@ -239,14 +243,22 @@ def conv2d_nhwc(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
     residual: Optional[Tensor] = None, mean_in: Optional[Tensor] = None, mean_out: Optional[Tensor] = None,
     pool: Optional[Tensor] = None, res_scale: float = 1.0, relu: bool = False, shuffle: int = 1,
+    persistent: bool = False,
 ) -> None:
     """Write ``conv(x) (+ epilogues, see module doc)`` into ``out``; adds the per-channel sums into ``pool``.
 
-    ``weight`` and ``bias`` come from ``pack_conv_weight`` / ``pack_conv_bias`` with the same ``shuffle``."""
+    ``weight`` and ``bias`` come from ``pack_conv_weight`` / ``pack_conv_bias`` with the same ``shuffle``.
+    ``persistent``: run the weight-stationary persistent kernel (``conv2d_persistent.py``)."""
     k = _check_conv_args(x, weight, bias, out, residual, mean_in, mean_out, pool, shuffle)
     n, c_in, h, w = x.shape
     c_out = weight.shape[1]
+    if persistent and not persistent_kernel.handles(k, c_in, c_out, shuffle, pool, mean_in, mean_out):
+        raise ValueError(f"persistent: expected a 3x3 conv with C_in = C_out <= {persistent_kernel.MAX_C} and no shuffle, "
+                         f"pool or mean shift, got k={k}, C_in={c_in}, C_out={c_out}, shuffle={shuffle}")
     if n == 0 or h == 0 or w == 0:
+        return
+    if persistent:
+        persistent_kernel.launch(x, weight, bias, out, residual, res_scale, relu, dot_precision())
         return
     if small_out.handles(k, c_in, c_out, shuffle, residual, pool, mean_in):  # the tail: reads its input once
         small_out.launch(x, weight, bias, out, mean_out, relu, dot_precision())
@@ -278,7 +290,7 @@ def conv2d(
     x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, out: Optional[Tensor] = None,
     residual: Optional[Tensor] = None, mean_in: Optional[Tensor] = None, mean_out: Optional[Tensor] = None,
     pool: Optional[Tensor] = None, res_scale: float = 1.0, relu: bool = False, shuffle: int = 1,
-    out_dtype: Optional[torch.dtype] = None,
+    out_dtype: Optional[torch.dtype] = None, persistent: bool = False,
 ) -> Tensor:
     """:func:`conv2d_nhwc` into ``out``, or into a new channels_last tensor of ``out_dtype``
     (default: the weight's dtype); returns ``out``."""
@@ -288,5 +300,5 @@ def conv2d(
             n, weight.shape[1] // shuffle**2, h * shuffle, w * shuffle,
             device=x.device, dtype=out_dtype or weight.dtype, memory_format=torch.channels_last,
         )
-    conv2d_nhwc(x, weight, bias, out, residual, mean_in, mean_out, pool, res_scale, relu, shuffle)
+    conv2d_nhwc(x, weight, bias, out, residual, mean_in, mean_out, pool, res_scale, relu, shuffle, persistent)
     return out

@@ -102,3 +102,72 @@ def test_tail_kernel_compiles_for_sm90_with_wgmma_and_l1_cached_loads(gs):
     est = gs.estimate_conv(layer, "fp16", (64, 16, 2, 4), stats, (180, 320))
     floor = 720 * 1280 * (64 + 3) * 2 / 3.35e12 * 1e6  # read the HR features once, write the image
     assert est["terms_us"]["hbm"] == pytest.approx(floor, rel=1e-3)
+
+
+def test_roofline_terms_of_the_persistent_conv(gs):
+    """260 tiles of 2 x 32 pixels on 132 programs (one per SM): two tiles for the busiest program,
+    the weights read once per program; by hand from the stated model."""
+    layer = gs.ConvLayer(c_in=64, c_out=64, k=3, rel=1)
+    lr = (8, 2080)  # ceil(8 / 2) * ceil(2080 / 32) = 260 tiles
+    stats = {"regs": 128, "shared_bytes": 100 * 1024, "loop_instrs": 800, "sass_total": 1300, "l1_cached_loads": False}
+    est = gs.estimate_persistent(layer, "fp16", (64, 32, 1, 2, 4), stats, lr)
+    assert est["tiles"] == 260 and est["ctas"] == 132 and est["tiles_per_program"] == 2
+    assert est["tile_loop_eff"] == pytest.approx(260 / 264, abs=1e-3)
+    macs = 132 * 2 * 64 * 64 * 64 * 9  # the busiest SM runs 2 tiles; every SM is charged as busy
+    assert est["terms_us"]["tensor"] == pytest.approx(2 * macs / 989.4e12 * 1e6, rel=1e-2)
+    act = 8 * 2080 * 64 * 2  # the input stays in L2; output and weights go to HBM
+    assert est["terms_us"]["hbm"] == pytest.approx((act + 9 * 64 * 64 * 2) / 3.35e12 * 1e6, rel=1e-2)
+    l2 = 260 * 9 * 64 * 64 * 2 + 132 * 9 * 64 * 64 * 2  # every tap's A tile, the weights once per program
+    assert est["terms_us"]["l2"] == pytest.approx(l2 / 5.5e12 * 1e6, rel=1e-2)
+    per_warp = 800 * 2 + 500  # two trips of the tile loop, the rest once
+    assert est["terms_us"]["issue"] == pytest.approx(4 * per_warp / (4 * 1.83e9) * 1e6, rel=1e-2)
+    assert est["us"] == pytest.approx(max(est["terms_us"].values()) + 1.0, abs=0.02)
+    cached = gs.estimate_persistent(layer, "fp16", (64, 32, 1, 2, 4), dict(stats, l1_cached_loads=True), lr)
+    footprint = (2 + 2) * (32 + 2) * 64 * 2  # a tile plus its halo, once
+    assert cached["terms_us"]["l2"] == pytest.approx((260 * footprint + 132 * 9 * 64 * 64 * 2) / 5.5e12 * 1e6, rel=1e-2)
+    two_per_sm = gs.estimate_persistent(layer, "fp16", (64, 32, 2, 1, 4), dict(stats, shared_bytes=120 * 1024), lr)
+    assert "error" in two_per_sm  # 260 programs need 2 per SM; 2 x 121 KB does not fit in 228 KB
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="kernels are interpreted in this process")
+def test_persistent_kernel_compiles_for_sm90_with_the_weights_in_shared_memory_once(gs):
+    """The EDSR body conv (fp16, 64 channels, residual): wgmma, no spills, within 227 KB, and the nine
+    [64, 64] weight taps copied to shared memory before the tile loop (none inside it)."""
+    layer = gs.ConvLayer(c_in=64, c_out=64, k=3, rel=1, residual=True)
+    stats = gs._compile_persistent((layer, "fp16", (64, 32, 2, 1, 4), (180, 320)))
+    assert "error" not in stats, stats
+    assert stats["wgmma_in_ptx"] and stats["loop_hgmma"] == 36 and stats["spill_instrs"] == 0  # 9 taps x 4 k-steps of 16
+    assert stats["smem_operands_before_loop"] == 9 and stats["shared_bytes"] <= 227 * 1024
+    # 16-byte loads per thread in the loop: the nine A tiles and the residual tile, no weights
+    assert 0 < stats["loop_mix"].get("LDG", 0) <= (9 + 1) * 64 * 64 * 2 // (128 * 16)
+
+
+def test_committed_report_compares_persistent_with_v2_and_the_backend_follows_it(gs):
+    """bench/results/gpu_static_sm90.json: every body conv the persistent kernel can run has both
+    estimates, and ``MODEL_FASTER`` (what the Triton backend dispatches) is exactly the (C, dtype) whose
+    persistent estimate beats v2's on some layer and loses on none; the loss section states
+    requested-from-L2 vs unique bytes."""
+    import json
+
+    from csd_fast.kernels import conv2d_persistent
+
+    report = json.loads((ROOT / "bench" / "results" / "gpu_static_sm90.json").read_text())
+    faster, slower = set(), set()
+    for per in report["students"].values():
+        for d, v in per.items():
+            for r in (r for r in v["layers"] if r["layer"].startswith("3x3 ")):
+                c = int(r["layer"].split()[1].split("->")[0])
+                if r["layer"].endswith(f"{c}->{c} @1x [relu]") and c <= 64:
+                    assert "persistent" in r, r["layer"]
+                if "persistent" in r and "us" in r["persistent"]:
+                    key = (c, gs.DTYPES[d])
+                    if r["persistent"]["us"] < r["us"]:
+                        faster.add(key)
+                    elif r["persistent"]["us"] > r["us"]:
+                        slower.add(key)
+                    assert r["dispatch"] == ("persistent" if key in conv2d_persistent.MODEL_FASTER else "v2")
+    assert faster or slower
+    assert faster.isdisjoint(slower), "the body convs of one width disagree: key MODEL_FASTER on the epilogue too"
+    assert conv2d_persistent.MODEL_FASTER == frozenset(faster)
+    l2 = report["loss"]["l2_estimate"]
+    assert l2["requested_mb"] >= l2["unique_mb"] > 0 and l2["ratio"] == pytest.approx(l2["requested_mb"] / l2["unique_mb"], abs=2e-3)

@@ -84,6 +84,23 @@ def test_conv_on_gpu(c_in, c_out, k, s, dtype):
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c", [16, 32, 64])
+def test_persistent_conv_on_gpu(c, dtype):
+    """The weight-stationary persistent kernel: more tiles than SMs x programs, odd sizes, batch 2."""
+    from csd_fast.kernels import conv2d, pack_conv_weight
+
+    x = torch.randn(2, c, 181, 323, device="cuda").to(dtype).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(c, c, 3, 3, device="cuda") * (9 * c) ** -0.5).to(dtype)
+    b = torch.randn(c, device="cuda")
+    res = torch.randn_like(x)
+    y = conv2d(x, pack_conv_weight(w), b, residual=res, res_scale=0.5, relu=True, persistent=True)
+    ref = F.relu(res.float() + 0.5 * F.conv2d(x.float(), w.float(), b, padding=1))
+    assert_close(y, ref, *GPU_TOL[dtype], what=f"persistent conv {dtype}")
+
+
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_pool_and_channel_attention_on_gpu(dtype):
     from csd_fast.kernels import ca_residual, conv2d, pack_conv_weight
