@@ -350,6 +350,11 @@ def test_bench_quick_writes_results(tmp_path):
     assert [r["variant"] for r in report["rows"]] == ["op", "reference", "official"]
     assert all(r["ms"] > 0 and r["peak_mib"] >= 0 for r in report["rows"]) and report["threads"] == 1
     assert "| 32 | fp32 | official |" in (tmp_path / "loss_cpu.md").read_text()
+    (breakdown,) = report["op_breakdown"]  # the op's fwd and bwd per tap, then all taps in one call
+    assert [r["tap"] for r in breakdown["rows"]] == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "all"]
+    assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in breakdown["rows"]) and breakdown["gbps"] > 0
+    m = [c * (32 // s) ** 2 for c, s in ((64, 1), (128, 2), (256, 4), (512, 8), (512, 16))]
+    assert [r["fwd_bytes"] for r in breakdown["rows"]] == [4 * x * (2 * 2 + 3) for x in m + [sum(m)]]
 
 
 def _copies(fn):
