@@ -16,8 +16,10 @@ are allocated; on CUDA ``torch.cuda.max_memory_allocated`` above the inputs.
 On CPU the op is also compared with its memory bound: the bytes it must move once (forward
 reads anchors, positives, negatives; backward reads them again and writes grad_anchors) over
 this machine's streaming bandwidth, measured by a sum over a 1 GiB fp32 tensor with
-``--threads`` threads, timed in the same rounds as the variants (so it sees the same load). ``--l2-estimate`` prints the model of the CUDA kernels'
-L2 traffic (an ESTIMATE from their access pattern; no GPU involved) and exits.
+``--threads`` threads, timed in the same rounds as the variants (so it sees the same load). A
+second set of rounds times the op's forward and backward apart, per tap (``op_breakdown``), each
+against its own share of the bound. ``--l2-estimate`` prints the model of the CUDA kernels' L2
+traffic (an ESTIMATE from their access pattern; no GPU involved) and exits.
 
     python bench/loss.py                 # patches 96 and 192, B = 16, K = 10
     python bench/loss.py --quick --out /tmp/x
@@ -146,6 +148,48 @@ def stream_step(gib):
     return lambda: x.sum()
 
 
+def op_breakdown(taps, k, repeats, min_time, stream):
+    """The native op's forward and backward (raw ops, no autograd) per tap and over all taps.
+
+    Returns rows {tap, fwd_ms, bwd_ms, fwd_bytes, bwd_bytes} (medians over rounds that also time
+    ``stream``) and the median seconds of ``stream``.
+    """
+    anchors, positives, negatives = ([t.detach() for t in ts] for ts in taps)
+    batch, one = anchors[0].shape[0], torch.ones(())
+    steps, sizes = {}, {}
+    for name, sel in [*((name, [j]) for j, (name, _, _) in enumerate(TAPS)), ("all", range(len(TAPS)))]:
+        a, p, n = ([x[j] for j in sel] for x in (anchors, positives, negatives))
+        w = [1.0] * len(sel)
+        _, nums, dens = torch.ops.csd_fast.contrastive_loss(a, p, n, w, "batch", 1e-7)
+        steps[(name, "fwd")] = lambda a=a, p=p, n=n, w=w: torch.ops.csd_fast.contrastive_loss(a, p, n, w, "batch", 1e-7)
+        steps[(name, "bwd")] = lambda a=a, p=p, n=n, w=w, nums=nums, dens=dens: (
+            torch.ops.csd_fast.contrastive_loss_backward(one, a, p, n, nums, dens, w, "batch", 1e-7, False))
+        sizes[name] = sum(x[0].numel() for x in a)  # m summed over the selected taps
+    steps["stream"] = stream
+    times = time_interleaved(steps, repeats, min_time)
+    elem = anchors[0].element_size()
+    rows = [{"tap": name, "fwd_ms": 1e3 * times[(name, "fwd")][0], "bwd_ms": 1e3 * times[(name, "bwd")][0],
+             "fwd_bytes": elem * m * (2 * batch + k), "bwd_bytes": elem * m * (3 * batch + k)}
+            for name, m in sizes.items()]  # fmt: skip
+    return rows, times["stream"][0]
+
+
+def breakdown_table(patch, dtype, rows, gbps):
+    lines = [
+        f"Where the op's time goes, patch {patch}, {dtype}: forward and backward ops called directly (no "
+        f"autograd), per tap and all taps in one call; bound = bytes moved once (fwd reads a, p, n; bwd reads "
+        f"them and writes grad_a) at {gbps:.1f} GB/s measured in the same rounds.",
+        "",
+        "| tap | fwd ms | fwd / bound | bwd ms | bwd / bound |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        fwd, bwd = (1e3 * r[f"{d}_bytes"] / (gbps * 1e9) for d in ("fwd", "bwd"))
+        lines.append(f"| {r['tap']} | {r['fwd_ms']:.2f} | {r['fwd_ms'] / fwd:.2f}x | {r['bwd_ms']:.2f} | "
+                     f"{r['bwd_ms'] / bwd:.2f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def tap_sizes(patch):
     """Elements per sample m of each VGG tap."""
     return [c * (patch // s) ** 2 for _, c, s in TAPS]
@@ -251,7 +295,7 @@ def main(argv=None):
 
     load = round(os.getloadavg()[0], 2)  # the machine may be shared: timings are only as quiet as it was
     stream_gib = 0.0625 if args.quick else 1.0
-    rows, gbps = [], []
+    rows, gbps, breakdowns = [], [], []
     for patch in map(int, args.patches.split(",")):
         for dtype in args.dtypes.split(","):
             peaks = {v: peak_in_subprocess(args, v, patch, dtype) for v in VARIANTS}
@@ -260,6 +304,9 @@ def main(argv=None):
             if args.device == "cpu":
                 steps["stream"] = stream_step(stream_gib)
             times = time_interleaved(steps, args.repeats, args.min_time)
+            if args.device == "cpu" and ops.backend() == "native":
+                parts, seconds = op_breakdown(taps, args.k, args.repeats, args.min_time, steps["stream"])
+                breakdowns.append((patch, dtype, parts, stream_gib * 2**30 / seconds / 1e9))
             del steps, taps
             bound_ms = None
             if args.device == "cpu":
@@ -293,6 +340,7 @@ def main(argv=None):
         "weights": WEIGHTS,
         "memory": memory,
         "streaming_read_gbps_per_patch": gbps,
+        "op_breakdown": [{"patch": p, "dtype": d, "gbps": g, "rows": parts} for p, d, parts, g in breakdowns],
         "command": " ".join(["python bench/loss.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     md = "\n".join([
@@ -311,6 +359,7 @@ def main(argv=None):
         "",
         table(rows),
         "",
+        *(line for breakdown in breakdowns for line in (breakdown_table(*breakdown), "")),
         *([l2_table(patch, args.batch, args.k), ""] if args.device == "cpu" else []),
         f"Command: `{meta['command']}`",
     ])  # fmt: skip

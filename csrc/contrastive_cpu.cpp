@@ -10,8 +10,9 @@
 //
 // Vectorization: the two hot loops are written on 64-byte vectors with independent lanes, each
 // lane adding its elements in a fixed order (no reassociation, no FMA contraction), compiled
-// three times (AVX-512, AVX2, baseline x86-64 or other CPUs) and picked once by CPU features:
-// the extension stays portable and every instruction set gives the same bits.
+// three times (AVX-512, AVX2, baseline x86-64 or other CPUs) and picked by CPU features (tests
+// force each one through contrastive_cpu_isa): the extension stays portable and every
+// instruction set gives the same bits.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -19,6 +20,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -60,33 +62,59 @@ constexpr int kBlockBytes = 256;
 
 #define CSD_INLINE inline __attribute__((always_inline))
 
-// Prefetches block i of the next work item's anchor and positive chunks (next = {anchor,
-// positive} or null) into L2 while this item computes: each item's chunks start at a new
-// address (the next sample), where the hardware prefetcher would have to ramp up again.
-template <typename acc_t>
-CSD_INLINE void prefetch_next(const acc_t* const* next, int64_t i) {
-  if (next == nullptr) return;
-  for (int q = 0; q < 2; ++q) {
-    for (int byte = 0; byte < kBlockBytes; byte += 64) {
-      __builtin_prefetch(reinterpret_cast<const char*>(next[q] + i) + byte, 0, 2);
+// Software prefetch of the next work item's streamed inputs into L2 (its anchor and positive
+// chunks, its per-sample negatives, and for shared negatives 1/B of the next chunk's), issued a
+// few lines per block of the current item so that memory streams at an even rate while the item
+// computes: the forward's K + 1 passes over a chunk read L1/L2 only, so prefetching in one pass
+// left memory idle in the others; and each item starts at a new address (the next sample), where
+// the hardware prefetcher would have to ramp up again.
+class Prefetcher {
+ public:
+  void clear() { ranges_.clear(), lines_ = 0, range_ = 0, offset_ = 0, per_step_ = 0; }
+  // Adds [ptr, ptr + bytes), widened to whole cache lines.
+  void add(const void* ptr, int64_t bytes) {
+    if (bytes <= 0) return;
+    const auto begin = reinterpret_cast<uintptr_t>(ptr) & ~uintptr_t(kLine - 1);
+    bytes += reinterpret_cast<uintptr_t>(ptr) - begin;
+    ranges_.push_back({reinterpret_cast<const char*>(begin), bytes});
+    lines_ += (bytes + kLine - 1) / kLine;
+  }
+  // Spreads the lines over `steps` calls of step(); finish() issues what is left.
+  void spread_over(int64_t steps) { per_step_ = steps > 0 ? (lines_ + steps - 1) / steps : lines_; }
+  CSD_INLINE void step() {
+    for (int64_t q = 0; q < per_step_ && range_ < ranges_.size(); ++q) {
+      __builtin_prefetch(ranges_[range_].first + offset_, 0, 2);
+      offset_ += kLine;
+      if (offset_ >= ranges_[range_].second) ++range_, offset_ = 0;
     }
   }
-}
+  void finish() {
+    per_step_ = lines_;
+    step();
+  }
+
+ private:
+  static constexpr int64_t kLine = 64;
+  std::vector<std::pair<const char*, int64_t>> ranges_;
+  int64_t lines_ = 0, per_step_ = 0, offset_ = 0;
+  size_t range_ = 0;
+};
 
 // out[t] = sum_i |x_i - ys[t]_i| over len elements, for t < targets: one accumulator per lane
 // of a block, each adding its elements in order, then the tail, then the lanes in order.
 template <typename acc_t, int W>
 CSD_INLINE void abs_diff_sums(const acc_t* x, const acc_t* const* ys, int64_t targets, int64_t len, acc_t* out,
-                              const acc_t* const* next) {
+                              Prefetcher& prefetch) {
   using V = typename Vec<acc_t, W>::type;
   using M = typename Vec<acc_t, W>::mask;
   constexpr int L = W / sizeof(acc_t), U = kBlockBytes / W, kBlock = U * L;
+  prefetch.spread_over(targets * (len / kBlock));
   for (int64_t t = 0; t < targets; ++t) {
     const acc_t* y = ys[t];
     V lane[U] = {};
     int64_t i = 0;
     for (; i + kBlock <= len; i += kBlock) {
-      if (t == 0) prefetch_next(next, i);
+      prefetch.step();
       for (int u = 0; u < U; ++u) {
         V a, b;
         memcpy(&a, x + i + u * L, sizeof(V));
@@ -101,21 +129,23 @@ CSD_INLINE void abs_diff_sums(const acc_t* x, const acc_t* const* ys, int64_t ta
     }
     out[t] = sum;
   }
+  prefetch.finish();
 }
 
 // ga_i = alpha * sign(x_i - p_i) + beta * sum_k sign(x_i - negs[k]_i) and gp_i = -alpha *
 // sign(x_i - p_i) (gp may be null); the count is summed exactly as integers.
 template <typename acc_t, int W>
 CSD_INLINE void sign_gradients(const acc_t* x, const acc_t* p, const acc_t* const* negs, int64_t K, int64_t len,
-                               acc_t alpha, acc_t beta, acc_t* ga, acc_t* gp, const acc_t* const* next) {
+                               acc_t alpha, acc_t beta, acc_t* ga, acc_t* gp, Prefetcher& prefetch) {
   using V = typename Vec<acc_t, W>::type;
   using M = typename Vec<acc_t, W>::mask;
   constexpr int L = W / sizeof(acc_t), U = kBlockBytes / W, kBlock = U * L;
+  prefetch.spread_over(len / kBlock);
   int64_t i = 0;
   for (; i + kBlock <= len; i += kBlock) {
     V xs[U];
     M count[U] = {};  // sum_k sign(x - n_k) = #(x > n_k) - #(x < n_k)
-    prefetch_next(next, i);
+    prefetch.step();
     for (int u = 0; u < U; ++u) memcpy(&xs[u], x + i + u * L, sizeof(V));
     for (int64_t k = 0; k < K; ++k) {
       for (int u = 0; u < U; ++u) {
@@ -143,27 +173,28 @@ CSD_INLINE void sign_gradients(const acc_t* x, const acc_t* p, const acc_t* cons
     ga[i] = sp + beta * count;
     if (gp != nullptr) gp[i] = -sp;
   }
+  prefetch.finish();
 }
 
 template <typename acc_t>
 struct Kernels {
-  void (*abs_diff_sums)(const acc_t*, const acc_t* const*, int64_t, int64_t, acc_t*, const acc_t* const*);
+  void (*abs_diff_sums)(const acc_t*, const acc_t* const*, int64_t, int64_t, acc_t*, Prefetcher&);
   void (*sign_gradients)(const acc_t*, const acc_t*, const acc_t* const*, int64_t, int64_t, acc_t, acc_t, acc_t*,
-                         acc_t*, const acc_t* const*);
+                         acc_t*, Prefetcher&);
 };
 
 // One instantiation of both loops per instruction set, on vectors of its register width.
 #define CSD_KERNELS_FOR(name, target, width)                                                                            \
   template <typename acc_t>                                                                                      \
   target void name##_abs_diff_sums(const acc_t* x, const acc_t* const* ys, int64_t targets, int64_t len,         \
-                                   acc_t* out, const acc_t* const* next) {                                       \
-    abs_diff_sums<acc_t, width>(x, ys, targets, len, out, next);                                                 \
+                                   acc_t* out, Prefetcher& prefetch) {                                           \
+    abs_diff_sums<acc_t, width>(x, ys, targets, len, out, prefetch);                                             \
   }                                                                                                              \
   template <typename acc_t>                                                                                      \
   target void name##_sign_gradients(const acc_t* x, const acc_t* p, const acc_t* const* negs, int64_t K,         \
                                     int64_t len, acc_t alpha, acc_t beta, acc_t* ga, acc_t* gp,                  \
-                                    const acc_t* const* next) {                                                  \
-    sign_gradients<acc_t, width>(x, p, negs, K, len, alpha, beta, ga, gp, next);                                 \
+                                    Prefetcher& prefetch) {                                                      \
+    sign_gradients<acc_t, width>(x, p, negs, K, len, alpha, beta, ga, gp, prefetch);                             \
   }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -172,21 +203,45 @@ CSD_KERNELS_FOR(avx2, __attribute__((target("avx2"))), 32)
 #endif
 CSD_KERNELS_FOR(baseline, , 16)
 
-// The widest instruction set this CPU supports, chosen once.
-template <typename acc_t>
-const Kernels<acc_t>& kernels() {
-  static const Kernels<acc_t> chosen = [] {
+// Instruction sets, numbered as csd_cpu::best_isa numbers them (cpu_conv.cpp).
+enum Isa : int64_t { kAuto = 0, kBaseline = 1, kAvx2 = 2, kAvx512 = 3 };
+
+// The widest instruction set this CPU supports.
+int64_t best_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
-      return Kernels<acc_t>{avx512_abs_diff_sums<acc_t>, avx512_sign_gradients<acc_t>};
-    }
-    if (__builtin_cpu_supports("avx2")) return Kernels<acc_t>{avx2_abs_diff_sums<acc_t>, avx2_sign_gradients<acc_t>};
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+    return kAvx512;
+  }
+  if (__builtin_cpu_supports("avx2")) return kAvx2;
 #endif
-    return Kernels<acc_t>{baseline_abs_diff_sums<acc_t>, baseline_sign_gradients<acc_t>};
-  }();
-  return chosen;
+  return kBaseline;
+}
+
+std::atomic<int64_t> forced_isa{kAuto};  // set by contrastive_cpu_isa (tests)
+
+// The kernels of the forced instruction set, else of the widest one this CPU supports.
+template <typename acc_t>
+Kernels<acc_t> kernels() {
+  static const int64_t best = best_isa();
+  const int64_t isa = forced_isa.load() == kAuto ? best : forced_isa.load();
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (isa == kAvx512) return {avx512_abs_diff_sums<acc_t>, avx512_sign_gradients<acc_t>};
+  if (isa == kAvx2) return {avx2_abs_diff_sums<acc_t>, avx2_sign_gradients<acc_t>};
+#endif
+  return {baseline_abs_diff_sums<acc_t>, baseline_sign_gradients<acc_t>};
+}
+
+// contrastive_cpu_isa(isa): makes the CPU kernels use instruction set `isa` (0: the widest this
+// CPU supports, the default; 1 baseline, 2 AVX2, 3 AVX-512), so that tests can compare them
+// (they must give the same bits); returns the one now in use.
+int64_t set_isa(int64_t isa) {
+  TORCH_CHECK_VALUE(isa >= kAuto && isa <= kAvx512,
+                    "isa: expected 0 (auto), 1 (baseline), 2 (avx2) or 3 (avx512), got ", isa);
+  TORCH_CHECK_VALUE(isa <= best_isa(), "isa: ", isa, " is not supported by this CPU (best: ", best_isa(), ")");
+  forced_isa.store(isa);
+  return isa == kAuto ? best_isa() : isa;
 }
 
 // x as acc_t: the input itself when it already is, else converted into buffer.
@@ -212,11 +267,10 @@ void chunk_inputs(const scalar_t* a, const scalar_t* p, const scalar_t* n, const
   }
 }
 
-// Runs item(j, w, lo, len, ptrs, next) for every work item w = c * B + b (chunk c = [lo, lo +
+// Runs item(j, w, lo, len, ptrs, prefetch) for every work item w = c * B + b (chunk c = [lo, lo +
 // len) of sample b) of every tap j, in one parallel region (one fork-join per direction, not
-// per tap): ptrs holds that chunk's inputs as acc_t, next the following item's anchor and
-// positive chunks (for prefetching; null at a task's end or for converted inputs). ~2^16
-// elements per task; small calls run inline.
+// per tap): ptrs holds that chunk's inputs as acc_t, prefetch the lines of what the task reads
+// next (Prefetcher). ~2^16 elements per task; small calls run inline.
 template <typename scalar_t, typename Item>
 void for_each_item(const std::vector<FlatTap>& taps, const Item& item) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -232,26 +286,50 @@ void for_each_item(const std::vector<FlatTap>& taps, const Item& item) {
   at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer(std::is_same_v<acc_t, scalar_t> ? 0 : (max_k + 2) * kChunk);
     std::vector<const acc_t*> ptrs(max_k + 2);
-    // The anchor and positive chunk of item `global` (of tap j or a later one).
-    auto chunk_starts = [&](int64_t global, size_t j, const acc_t** out) {
+    Prefetcher prefetch;
+    // Tap, sample and chunk [lo, lo + len) of item `global` (of tap j or a later one).
+    struct Where {
+      size_t j;
+      int64_t b, lo, len;
+    };
+    auto where = [&](int64_t global, size_t j) {
       while (global >= first[j + 1]) ++j;
       const Geometry& g = taps[j].g;
-      const int64_t w = global - first[j], off = w % g.B * g.m + w / g.B * kChunk;
-      out[0] = reinterpret_cast<const acc_t*>(taps[j].anchor.const_data_ptr<scalar_t>() + off);
-      out[1] = reinterpret_cast<const acc_t*>(taps[j].positive.const_data_ptr<scalar_t>() + off);
+      const int64_t w = global - first[j], lo = w / g.B * kChunk;
+      return Where{j, w % g.B, lo, std::min(kChunk, g.m - lo)};
     };
-    const acc_t* next[2];
+    // Prefetches elements [lo, lo + len) of negative k for the sample of `at`.
+    auto negative = [&](const Where& at, int64_t k, int64_t lo, int64_t len) {
+      const FlatTap& tap = taps[at.j];
+      prefetch.add(tap.negatives.const_data_ptr<scalar_t>() + k * tap.g.neg_stride_k + at.b * tap.g.neg_stride_b + lo,
+                   len * int64_t(sizeof(scalar_t)));
+    };
     size_t j = std::upper_bound(first.begin(), first.end(), begin) - first.begin() - 1;
     for (int64_t global = begin; global < end; ++global) {
-      while (global >= first[j + 1]) ++j;
+      const Where at = where(global, j);
+      j = at.j;
       const FlatTap& tap = taps[j];
       const Geometry& g = tap.g;
-      const int64_t w = global - first[j], b = w % g.B, lo = w / g.B * kChunk, len = std::min(kChunk, g.m - lo);
       chunk_inputs(tap.anchor.const_data_ptr<scalar_t>(), tap.positive.const_data_ptr<scalar_t>(),
-                   tap.negatives.const_data_ptr<scalar_t>(), g, b, lo, len, buffer.data(), ptrs.data());
-      const bool prefetch = std::is_same_v<acc_t, scalar_t> && global + 1 < end;
-      if (prefetch) chunk_starts(global + 1, j, next);
-      item(j, w, lo, len, ptrs.data(), prefetch ? next : nullptr);
+                   tap.negatives.const_data_ptr<scalar_t>(), g, at.b, at.lo, at.len, buffer.data(), ptrs.data());
+      prefetch.clear();
+      if (global + 1 < end) {  // the next item's anchor, positive and per-sample negatives
+        const Where next = where(global + 1, j);
+        const FlatTap& next_tap = taps[next.j];
+        const int64_t off = next.b * next_tap.g.m + next.lo, bytes = next.len * int64_t(sizeof(scalar_t));
+        prefetch.add(next_tap.anchor.const_data_ptr<scalar_t>() + off, bytes);
+        prefetch.add(next_tap.positive.const_data_ptr<scalar_t>() + off, bytes);
+        for (int64_t k = 0; next_tap.g.neg_stride_b != 0 && k < next_tap.g.K; ++k) {
+          negative(next, k, next.lo, next.len);
+        }
+      }
+      if (global - at.b + g.B < end) {  // slice b of the next chunk's shared negatives
+        const Where chunk = where(global - at.b + g.B, j);
+        const Geometry& cg = taps[chunk.j].g;
+        const int64_t lo = chunk.lo + chunk.len * at.b / g.B, hi = chunk.lo + chunk.len * (at.b + 1) / g.B;
+        for (int64_t k = 0; cg.neg_stride_b == 0 && k < cg.K; ++k) negative(chunk, k, lo, hi - lo);
+      }
+      item(j, global - first[j], at.lo, at.len, ptrs.data(), prefetch);
     }
   });
 }
@@ -279,11 +357,11 @@ std::tuple<at::Tensor, TapOutputs, TapOutputs> forward_cpu(at::TensorList anchor
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<std::vector<acc_t>> partials;  // per tap: [chunk c, sample b, target t]
     for (const FlatTap& tap : taps) partials.emplace_back(num_chunks(tap.g.m) * tap.g.B * (tap.g.K + 1));
-    const Kernels<acc_t>& simd = kernels<acc_t>();
+    const Kernels<acc_t> simd = kernels<acc_t>();
     for_each_item<scalar_t>(taps, [&](size_t j, int64_t w, int64_t, int64_t len, const acc_t** ptrs,
-                                      const acc_t* const* next) {
+                                      Prefetcher& prefetch) {
       const int64_t K1 = taps[j].g.K + 1;
-      simd.abs_diff_sums(ptrs[0], ptrs + 1, K1, len, partials[j].data() + w * K1, next);
+      simd.abs_diff_sums(ptrs[0], ptrs + 1, K1, len, partials[j].data() + w * K1, prefetch);
     });
     acc_t total = 0;
     for (size_t j = 0; j < taps.size(); ++j) {
@@ -329,9 +407,9 @@ std::tuple<TapOutputs, TapOutputs> backward_cpu(const at::Tensor& grad_loss, at:
                            acc_t(eps), acc_t(weights[j]) * grad, b, &alpha[j][b], &beta[j][b]);
       }
     }
-    const Kernels<acc_t>& simd = kernels<acc_t>();
+    const Kernels<acc_t> simd = kernels<acc_t>();
     for_each_item<scalar_t>(taps, [&](size_t j, int64_t w, int64_t lo, int64_t len, const acc_t** ptrs,
-                                      const acc_t* const* next) {
+                                      Prefetcher& prefetch) {
       const Geometry& g = taps[j].g;
       const int64_t b = w % g.B, off = b * g.m + lo;
       scalar_t* ga = grad_a[j].second.mutable_data_ptr<scalar_t>() + off;
@@ -339,12 +417,12 @@ std::tuple<TapOutputs, TapOutputs> backward_cpu(const at::Tensor& grad_loss, at:
       if constexpr (convert) {  // through fp32 buffers
         acc_t out[2][kChunk];
         simd.sign_gradients(ptrs[0], ptrs[1], ptrs + 2, g.K, len, alpha[j][b], beta[j][b], out[0],
-                            gp == nullptr ? nullptr : out[1], next);
+                            gp == nullptr ? nullptr : out[1], prefetch);
         for (int64_t i = 0; i < len; ++i) ga[i] = scalar_t(out[0][i]);
         for (int64_t i = 0; gp != nullptr && i < len; ++i) gp[i] = scalar_t(out[1][i]);
       } else {  // scalar_t is acc_t here (the cast only spells it for the compiler)
         simd.sign_gradients(ptrs[0], ptrs[1], ptrs + 2, g.K, len, alpha[j][b], beta[j][b],
-                            reinterpret_cast<acc_t*>(ga), reinterpret_cast<acc_t*>(gp), next);
+                            reinterpret_cast<acc_t*>(ga), reinterpret_cast<acc_t*>(gp), prefetch);
       }
     });
   });
@@ -360,6 +438,8 @@ std::tuple<TapOutputs, TapOutputs> backward_cpu(const at::Tensor& grad_loss, at:
 
 }  // namespace
 }  // namespace csd
+
+TORCH_LIBRARY_FRAGMENT(csd_fast, m) { m.def("contrastive_cpu_isa(int isa) -> int", &csd::set_isa); }
 
 TORCH_LIBRARY_IMPL(csd_fast, CPU, m) {
   m.impl("contrastive_loss", &csd::forward_cpu);

@@ -141,6 +141,52 @@ def test_deterministic_across_thread_counts():
             assert torch.equal(got, want), "results differ between thread counts or runs"
 
 
+def _loss_and_grads(taps, reduction):
+    anchors, positives, negatives = (list(x) for x in zip(*taps))
+    loss = ops.multi_tap_contrastive(anchors, positives, negatives, [0.5, 2.0, 1.0], reduction)
+    return [loss, *torch.autograd.grad(loss, anchors + positives)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_every_instruction_set_matches_reference_bit_identically(dtype):
+    """Each ISA the CPU has (forced through contrastive_cpu_isa) gives the bits of the widest."""
+    set_isa = torch.ops.csd_fast.contrastive_cpu_isa
+    best = set_isa(0)
+    # Full 256-byte blocks with tails, chunks of 4096 elements, shared and per-sample negatives.
+    taps = [make_inputs(s, k, shared, dtype) for s, k, shared in (((3, 2, 64, 65), 3, True),
+            ((2, 3, 40, 41), 5, False), ((2, 5, 7), 2, True))]  # fmt: skip
+    try:
+        for reduction in ("batch", "sample"):
+            want = _loss_and_grads(taps, reduction)
+            for isa in range(1, best + 1):
+                assert set_isa(isa) == isa
+                got = _loss_and_grads(taps, reduction)
+                for i, (g, w) in enumerate(zip(got, want)):
+                    assert torch.equal(g, w), f"isa {isa} (best {best}) {reduction}: output {i} differs"
+                set_isa(0)
+            ref = [a.detach().clone().requires_grad_() for a, _, _ in taps]
+            ref_p = [p.detach().clone().requires_grad_() for _, p, _ in taps]
+            ref_loss = multi_tap_contrastive_reference(ref, ref_p, [n for _, _, n in taps], [0.5, 2.0, 1.0], reduction)
+            torch.testing.assert_close(want[0], ref_loss.to(want[0].dtype), rtol=LOSS_RTOL, atol=0)
+            grads, ref_grads = want[1:], torch.autograd.grad(ref_loss, ref + ref_p)
+            if dtype == torch.float64:  # fp64 op against the fp32 reference: fp32 tolerances
+                grads, ref_grads = [g.float() for g in grads], [g.float() for g in ref_grads]
+            for i, (g, r) in enumerate(zip(grads, ref_grads)):  # anchors, then positives
+                assert_grads_close([g], [r], torch.float32 if dtype == torch.float64 else dtype, f"{reduction} {i}")
+    finally:
+        set_isa(0)
+
+
+def test_instruction_set_errors():
+    expected = r"isa: expected 0 \(auto\), 1 \(baseline\), 2 \(avx2\) or 3 \(avx512\), got 4"
+    with pytest.raises(ValueError, match=expected):
+        torch.ops.csd_fast.contrastive_cpu_isa(4)
+    best = torch.ops.csd_fast.contrastive_cpu_isa(0)
+    if best < 3:
+        with pytest.raises(ValueError, match=f"isa: 3 is not supported by this CPU \\(best: {best}\\)"):
+            torch.ops.csd_fast.contrastive_cpu_isa(3)
+
+
 VGG_TAPS = [(4, 8, 8), (8, 4, 4), (16, 2, 2), (16, 1, 1), (16, 1, 1)]  # tiny stand-ins for relu1_1..5_1
 WEIGHTS = [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]
 
@@ -304,6 +350,11 @@ def test_bench_quick_writes_results(tmp_path):
     assert [r["variant"] for r in report["rows"]] == ["op", "reference", "official"]
     assert all(r["ms"] > 0 and r["peak_mib"] >= 0 for r in report["rows"]) and report["threads"] == 1
     assert "| 32 | fp32 | official |" in (tmp_path / "loss_cpu.md").read_text()
+    (breakdown,) = report["op_breakdown"]  # the op's fwd and bwd per tap, then all taps in one call
+    assert [r["tap"] for r in breakdown["rows"]] == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "all"]
+    assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in breakdown["rows"]) and breakdown["gbps"] > 0
+    m = [c * (32 // s) ** 2 for c, s in ((64, 1), (128, 2), (256, 4), (512, 8), (512, 16))]
+    assert [r["fwd_bytes"] for r in breakdown["rows"]] == [4 * x * (2 * 2 + 3) for x in m + [sum(m)]]
 
 
 def _copies(fn):
