@@ -69,7 +69,7 @@ def _tile_args(p) -> None:
 
 def _fast_args(p, what: str) -> None:
     p.add_argument("--fast", action="store_true",
-                   help=f"{what} through csd_fast.accelerate (fused Triton kernels on CUDA, native C++ kernels on CPU)")
+                   help=f"{what} through csd_fast.accelerate (fused Triton kernels on CUDA; on CPU native C++ kernels or oneDNN, per layer the faster)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="with --fast: compute dtype (default: the model's; float16/bfloat16 for speed on GPUs)")
     p.add_argument("--no-cuda-graphs", action="store_true",

@@ -290,7 +290,7 @@ def test_eval_fast_times_the_fast_path(trained, tmp_path, monkeypatch, capsys):
     assert main(args + ["--fast", "--dtype", "float32"]) == 0
     from csd_fast import native
 
-    cpu_backend = "native" if native.available() else "eager"  # accelerate's CPU default
+    cpu_backend = "cpu-auto" if native.available() else "eager"  # accelerate's CPU default
     assert f"fast path: {cpu_backend} backend, torch.float32" in capsys.readouterr().out
     fast = json.loads((out / "eval.json").read_text())
     assert len(calls) == 2 and all(c["dtype"] == torch.float32 for c in calls)  # teacher and student

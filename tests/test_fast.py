@@ -265,7 +265,7 @@ def test_auto_backend_falls_back_loudly_without_triton(monkeypatch):
     monkeypatch.setattr(fast, "_has_triton", lambda: False)
     with pytest.warns(RuntimeWarning, match="triton is not installed"):
         assert fast._pick_backend("auto", torch.device("cuda")) == "eager"
-    assert fast._pick_backend("auto", torch.device("cpu")) == ("native" if fast.native.available() else "eager")
+    assert fast._pick_backend("auto", torch.device("cpu")) == ("cpu-auto" if fast.native.available() else "eager")
     assert fast._pick_backend("auto", torch.device("cpu"), torch.float16) == "eager"  # no fp16 CPU kernels
     with pytest.raises(RuntimeError, match="triton"):
         fast._pick_backend("triton", torch.device("cuda"))
