@@ -286,7 +286,8 @@ CPU_STUDENTS = {
     "edsr w0.5": ("edsr", "paper", 0.5), "rcan w0.5": ("rcan", "paper", 0.5), "carn w0.5": ("carn", "paper", 0.5),
 }
 CPU_SIZES = {"LR 128x128": (128, 128), "LR 320x180": (180, 320)}
-CPU_VARIANTS = ("native fp32", "eager fp32", "ort fp32", "openvino fp32", "native bf16", "eager bf16", "openvino bf16")
+CPU_VARIANTS = ("auto fp32", "native fp32", "eager fp32", "ort fp32", "openvino fp32", "auto bf16", "native bf16", "eager bf16",
+                "openvino bf16")
 
 
 def _cpu_runners(student, path, threads, shape, notes):
@@ -295,7 +296,7 @@ def _cpu_runners(student, path, threads, shape, notes):
     for name in CPU_VARIANTS:
         kind, dtype = name.split()
         try:
-            if kind in ("native", "eager"):
+            if kind in ("auto", "native", "eager"):  # auto: per layer native or oneDNN (csd_fast.cpu_dispatch)
                 runners[name] = accelerate(student, dtype=DTYPES[dtype], backend=kind)
             elif isinstance(path, Unavailable):
                 raise path
