@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from csd_fast.cpu_dispatch import cpu_model
 from csd_fast.fast import accelerate
 from csd_fast.fileio import atomic_write_text
 from csd_fast.models import build_model, model_from_config
@@ -410,7 +411,7 @@ def cpu_main(args, argv):
 
 def _write_cpu(args, argv, rows, psnr):
     meta = dict(
-        psnr=psnr, device=device_name(torch.device("cpu")), cpu=_cpu_model(), torch=torch.__version__, runtimes=_runtime_versions(),
+        psnr=psnr, device=device_name(torch.device("cpu")), cpu=cpu_model(), torch=torch.__version__, runtimes=_runtime_versions(),
         rounds=args.rounds, warmup=args.warmup, gap_ms=args.gap_ms, quick=args.quick,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join(["python bench/speed.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -441,16 +442,6 @@ def bf16_psnr(path: Path, quick: bool) -> dict:
     delta = max(abs(v["bf16"] - v["fp32"]) for v in per_image.values())
     print(f"PSNR-Y {path.name}: fp32 {mean['fp32']:.3f} dB, bf16 {mean['bf16']:.3f} dB, max |delta| {delta:.4f} dB", flush=True)
     return dict(student=str(path.name), arch=student.arch, scale=s, per_image=per_image, mean=mean, max_abs_delta_db=delta)
-
-
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _runtime_versions():
