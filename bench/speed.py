@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from csd_fast.cpu_dispatch import cpu_model
 from csd_fast.fast import accelerate
 from csd_fast.fileio import atomic_write_text
 from csd_fast.models import build_model, model_from_config
@@ -286,7 +287,8 @@ CPU_STUDENTS = {
     "edsr w0.5": ("edsr", "paper", 0.5), "rcan w0.5": ("rcan", "paper", 0.5), "carn w0.5": ("carn", "paper", 0.5),
 }
 CPU_SIZES = {"LR 128x128": (128, 128), "LR 320x180": (180, 320)}
-CPU_VARIANTS = ("native fp32", "eager fp32", "ort fp32", "openvino fp32", "native bf16", "eager bf16", "openvino bf16")
+CPU_VARIANTS = ("cpu-auto fp32", "native fp32", "eager fp32", "ort fp32", "openvino fp32", "cpu-auto bf16", "native bf16", "eager bf16",
+                "openvino bf16")
 
 
 def _cpu_runners(student, path, threads, shape, notes):
@@ -295,7 +297,7 @@ def _cpu_runners(student, path, threads, shape, notes):
     for name in CPU_VARIANTS:
         kind, dtype = name.split()
         try:
-            if kind in ("native", "eager"):
+            if kind in ("cpu-auto", "native", "eager"):  # cpu-auto: per layer native or oneDNN (csd_fast.cpu_dispatch)
                 runners[name] = accelerate(student, dtype=DTYPES[dtype], backend=kind)
             elif isinstance(path, Unavailable):
                 raise path
@@ -409,7 +411,7 @@ def cpu_main(args, argv):
 
 def _write_cpu(args, argv, rows, psnr):
     meta = dict(
-        psnr=psnr, device=device_name(torch.device("cpu")), cpu=_cpu_model(), torch=torch.__version__, runtimes=_runtime_versions(),
+        psnr=psnr, device=device_name(torch.device("cpu")), cpu=cpu_model(), torch=torch.__version__, runtimes=_runtime_versions(),
         rounds=args.rounds, warmup=args.warmup, gap_ms=args.gap_ms, quick=args.quick,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join(["python bench/speed.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -443,16 +445,6 @@ def bf16_psnr(path: Path, quick: bool) -> dict:
           f"mean {mean_delta:.4f} dB", flush=True)
     return dict(student=str(path.name), arch=student.arch, scale=s, per_image=per_image, mean=mean, max_abs_delta_db=delta,
                 mean_abs_delta_db=mean_delta)
-
-
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _runtime_versions():

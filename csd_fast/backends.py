@@ -102,18 +102,19 @@ class EagerBackend(Backend):
 
     def conv(self, x, layer, *, out=None, residual=None, res_scale=1.0, relu=False, shuffle=1, sub_mean=False,
              add_mean=False, pool=None):
-        """``out = [relu](residual + res_scale * shuffle(conv(x [- mean]))) [+ mean]`` (``pool`` unused)."""
+        """``out = [relu](residual + res_scale * shuffle(conv(x [- mean]))) [+ mean]`` (``pool`` unused); the
+        epilogue in place on the conv's fresh result (one pass each, no new buffers)."""
         if sub_mean:
             x = x.to(self.dtype, memory_format=torch.channels_last) - self.mean
         y = F.conv2d(x, layer.weight, layer.bias, padding=layer.k // 2)
         if shuffle > 1:
             y = F.pixel_shuffle(y, shuffle)
         if residual is not None:
-            y = torch.add(residual, y, alpha=res_scale)
+            torch.add(residual, y, alpha=res_scale, out=y)
         if relu:
-            y = y.relu_()
+            y.relu_()
         if add_mean:
-            y = y + self.mean
+            y.add_(self.mean)
         if out is None:
             return y
         return out.copy_(y)

@@ -11,6 +11,8 @@ backend choice, the calling convention, CUDA graphs and tiling.
   adds the mean and writes the NCHW output; residuals, ReLUs and pixel shuffles are epilogues;
   CARN's concatenations are slices of preallocated buffers (never copied by ``torch.cat``).
 - ``"native"``: the same plan on the C++ CPU kernels of ``csd_fast.native`` (fp32, bf16).
+- ``"cpu-auto"``: per layer shape, ``"native"`` or ``"eager"``, whichever this machine runs faster
+  (measured once per layer shape, dtype, thread count and input size; ``csd_fast.cpu_dispatch``).
 - ``"eager"``: the same plan on PyTorch ops (channels_last, contiguous weights in the
   compute dtype, ``inference_mode``).
 
@@ -19,8 +21,10 @@ captured in CUDA graphs and replayed, at most ``graph_cache_size`` of them, leas
 dropped first (``csd_fast.cuda_graphs``); under ``torch.compile`` the plain ops are traced instead.
 A FastStudent is a drop-in ``nn.Module`` (parameters, ``state_dict``, ``.to()``; see the class).
 
-``backend="auto"`` picks Triton on CUDA, native on CPU for fp32 and bf16 (eager for fp16 or
-without the compiled ops); ``backend="triton"`` on CPU tensors
+``backend="auto"`` picks Triton on CUDA, native on CPU for fp32 and bf16 (eager for fp16 or,
+with a warning, without the compiled ops); ``"cpu-auto"`` is opt-in until its per-layer choices
+beat native in the benchmark (``bench/results/speed_cpu_auto.md``: 2 of 12 rows; its first-use
+measurements are noisy on a shared machine); ``backend="triton"`` on CPU tensors
 needs ``TRITON_INTERPRET=1`` (set before ``csd_fast.kernels`` is first imported).
 
 Dtypes (``SUPPORTED_DTYPES``, from each architecture's registry entry): fp32, fp16 and bf16 for
@@ -46,6 +50,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from . import cpu_dispatch  # noqa: F401  (adds the "cpu-auto" CPU backend to BACKEND_CLASSES)
 from . import native  # noqa: F401  (adds the "native" CPU backend to BACKEND_CLASSES)
 from .backends import BACKEND_CLASSES
 from .cuda_graphs import GraphCache
@@ -202,7 +207,7 @@ def _pick_backend(backend: str, device: torch.device, dtype: torch.dtype = torch
                           "eager backend; rebuild with pip install --no-build-isolation -e .", RuntimeWarning, stacklevel=3)
             return "eager"
         return "native"
-    if backend == "native" and device.type != "cpu":
+    if backend in ("native", "cpu-auto") and device.type != "cpu":
         raise ValueError(f"backend='native': expected a CPU model, got device {device}")
     if backend == "triton":
         if not _has_triton():

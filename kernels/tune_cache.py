@@ -8,23 +8,14 @@ atomic (a temporary file renamed over the old one) and merge with what other pro
 """
 from __future__ import annotations
 
-import json
-import os
-import threading
-import warnings
 from pathlib import Path
 
 import torch
 import triton
 
-from csd_fast.fileio import atomic_write_text
+from csd_fast.disk_cache import JsonCache, cache_dir, cache_key
 
-_FILE = "autotune.json"
-
-
-def cache_dir() -> Path:
-    """``$CSD_FAST_CACHE`` if set, else ``~/.cache/csd_fast``."""
-    return Path(os.environ.get("CSD_FAST_CACHE") or Path.home() / ".cache" / "csd_fast")
+__all__ = ["TuneCache", "TUNE_CACHE", "cache_dir", "launch_tuned", "tune_key"]
 
 
 def device_name(device: torch.device) -> str:
@@ -34,55 +25,25 @@ def device_name(device: torch.device) -> str:
 
 def tune_key(kernel: str, device: torch.device, **shape) -> str:
     """``device|triton version|kernel|name=value,...`` (shape entries in sorted order)."""
-    fields = ",".join(f"{k}={shape[k]}" for k in sorted(shape))
-    return f"{device_name(device)}|triton {triton.__version__}|{kernel}|{fields}"
+    return cache_key(device_name(device), f"triton {triton.__version__}", kernel, **shape)
 
 
-class TuneCache:
-    """The winning ``triton.Config`` per key, read from disk on first use, written on every new entry."""
+class TuneCache(JsonCache):
+    """The winning ``triton.Config`` per key in ``autotune.json`` (``csd_fast.disk_cache.JsonCache``)."""
 
     def __init__(self, path: Path | None = None):
-        self._path = path
-        self._entries: dict | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def path(self) -> Path:
-        return self._path or cache_dir() / _FILE
-
-    def _read(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            warnings.warn(f"{self.path}: unreadable autotune cache ({e}); tuning again", RuntimeWarning, stacklevel=3)
-            return {}
-        if not isinstance(data, dict):
-            warnings.warn(f"{self.path}: expected a JSON object, got {type(data).__name__}; tuning again", RuntimeWarning, stacklevel=3)
-            return {}
-        return data
+        super().__init__("autotune.json", "autotune cache", path)
 
     def get(self, key: str) -> triton.Config | None:
         """The stored config for ``key``, or None (first call reads the file)."""
-        with self._lock:
-            if self._entries is None:
-                self._entries = self._read()
-            entry = self._entries.get(key)
+        entry = super().get(key)
         if entry is None:
             return None
         return triton.Config(dict(entry["kwargs"]), num_warps=entry["num_warps"], num_stages=entry["num_stages"])
 
     def put(self, key: str, config: triton.Config) -> None:
-        """Remember ``config`` for ``key`` and rewrite the file atomically, merged with its current content."""
-        entry = {"kwargs": dict(config.kwargs), "num_warps": config.num_warps, "num_stages": config.num_stages}
-        with self._lock:
-            merged = self._read()
-            merged.update(self._entries or {})
-            merged[key] = entry
-            self._entries = merged
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps(merged, indent=1, sort_keys=True))
+        """Remember ``config`` for ``key`` (the file rewritten atomically, merged with its current content)."""
+        super().put(key, {"kwargs": dict(config.kwargs), "num_warps": config.num_warps, "num_stages": config.num_stages})
 
 
 TUNE_CACHE = TuneCache()
