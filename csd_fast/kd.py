@@ -32,6 +32,7 @@ from .degradations import augment, draw_augmentations, revert_augmentation
 from .losses import ContrastiveLoss
 from .models import SlimSRModel
 from .objective import CSDObjective
+from .options import TrainOptions
 from .trainer import CSDTrainer
 
 DCKD_LAMBDA_CE = 0.001
@@ -102,6 +103,19 @@ class DMMLoss(nn.Module):
         return F.cross_entropy(F.softmax(-d_student, 1), F.softmax(-d_teacher, 1))
 
 
+def _refuse_options_overridden(options, arguments: dict) -> None:
+    """``KDTrainer``'s own arguments win over an ``options`` object; refuse an ``options`` value they
+    would silently replace (set there, i.e. not ``TrainOptions``' default; pass it as the keyword instead)."""
+    if not isinstance(options, TrainOptions):
+        return  # None, or a wrong type that CSDTrainer refuses by name
+    default = TrainOptions()
+    clash = [f"{k} (options: {getattr(options, k)!r}, argument: {v!r})" for k, v in arguments.items()
+             if getattr(options, k) != getattr(default, k) and getattr(options, k) != v]
+    if clash:
+        raise ValueError(f"options: KDTrainer's arguments would override {', '.join(clash)}; "
+                         "expected these as KDTrainer(..., name=value)")
+
+
 class KDTrainer(CSDTrainer):
     """Train ``student`` at ``width`` from the frozen ``teacher`` (see module docstring).
 
@@ -152,6 +166,9 @@ class KDTrainer(CSDTrainer):
                 "encoder, encoder_weights: expected both (a custom encoder and one weight per feature map) or "
                 f"neither, got encoder={type(encoder).__name__}, encoder_weights={encoder_weights!r}"
             )
+        _refuse_options_overridden(kwargs.get("options"), dict(
+            width=width, negatives=negatives, lambda_kd=lambda_kd, lambda_aug=lambda_aug, aug_prob=aug_prob,
+            lambda_c=lambda_c, reduction=reduction, pixel_range=pixel_range, betas=betas, lr_gamma=lr_gamma))
         lambda_ce = (DCKD_LAMBDA_CE * pixel_range if codebook is not None else 0.0) if lambda_ce is None else lambda_ce
         for name, value in (("lambda_kd", lambda_kd), ("lambda_aug", lambda_aug), ("lambda_ce", lambda_ce)):
             if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):

@@ -435,3 +435,16 @@ def test_kd_dmm_runs_on_the_dmm_encoder_when_given():
     ce = DMMLoss(codebook)(proj(s), proj(t))
     torch.testing.assert_close(loss, 255 * F.l1_loss(s, hr) + 255 * F.l1_loss(s, t) + 0.001 * 255 * ce)
     assert terms["dmm"] == pytest.approx(ce.item(), rel=1e-5)
+
+
+def test_an_options_value_kdtrainer_would_override_is_refused():
+    """KDTrainer's keyword defaults win over an ``options`` object, so a value set there and not
+    passed as the keyword would be lost: refused by name; the same value as the keyword is fine."""
+    from csd_fast import TrainOptions
+
+    opts = TrainOptions(method="dckd", lambda_kd=2.0, lr=1e-3)
+    with pytest.raises(ValueError, match=r"options: .*lambda_kd \(options: 2.0, argument: 1.0\)"):
+        kd_trainer(options=opts)
+    trainer, _, _ = kd_trainer(options=opts, lambda_kd=2.0)
+    assert trainer.lambda_kd == 2.0 and trainer.options.lr == 1e-3
+    assert kd_trainer(options=TrainOptions(lr=1e-3))[0].options.lr == 1e-3  # defaults left alone: no clash
