@@ -1,4 +1,4 @@
-"""``backend="auto"`` on CPU: per layer shape, the native fused kernels or oneDNN, whichever is faster here.
+"""``backend="cpu-auto"`` (opt-in): per layer shape, the native fused kernels or oneDNN, whichever is faster here.
 
 :class:`CpuAutoBackend` (``"cpu-auto"``) packs every conv for both :class:`~csd_fast.native.NativeBackend`
 (the C++ kernels, epilogues fused into the store) and :class:`~csd_fast.backends.EagerBackend`

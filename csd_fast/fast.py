@@ -208,7 +208,7 @@ def _pick_backend(backend: str, device: torch.device, dtype: torch.dtype = torch
             return "eager"
         return "native"
     if backend in ("native", "cpu-auto") and device.type != "cpu":
-        raise ValueError(f"backend='native': expected a CPU model, got device {device}")
+        raise ValueError(f"backend={backend!r}: expected a CPU model, got device {device}")
     if backend == "triton":
         if not _has_triton():
             raise RuntimeError("backend='triton': triton is not installed (pip install 'triton>=3.6,<3.10'), use backend='eager'")
